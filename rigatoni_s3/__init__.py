@@ -1,0 +1,31 @@
+"""rigatoni-s3: land change-data-capture events in S3 as files query engines read."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from rigatoni_s3.config import (
+    Compression,
+    KeyGenerationStrategy,
+    S3Config,
+    S3ConfigBuilder,
+    SerializationFormat,
+)
+from rigatoni_s3.destination import S3Destination
+from rigatoni_s3.events import ChangeEvent
+
+try:
+    __version__ = version("rigatoni-s3")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ChangeEvent",
+    "Compression",
+    "KeyGenerationStrategy",
+    "S3Config",
+    "S3ConfigBuilder",
+    "S3Destination",
+    "SerializationFormat",
+    "__version__",
+]

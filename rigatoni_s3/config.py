@@ -1,0 +1,341 @@
+"""Configuration: what to write, where, and when to flush.
+
+``S3Config`` is a frozen value validated at construction, so a bad setting fails
+when the program starts, not at the first upload. Build it with keywords or with
+the builder the original specification uses::
+
+    S3Config.builder().bucket("my-data-lake").region("us-east-1").prefix("mongodb/events").build()
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+
+from rigatoni_s3.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class SerializationFormat(enum.Enum):
+    """The file format of the objects written."""
+
+    JSON = "json"
+    """Newline-delimited JSON (``.jsonl``), one change event per line. The default."""
+    CSV = "csv"
+    """RFC 4180 CSV with a header row; documents JSON-encoded in their cells."""
+    PARQUET = "parquet"
+    """Apache Parquet (needs the ``parquet`` extra); compression becomes the column codec."""
+    AVRO = "avro"
+    """Avro object container files (needs the ``avro`` extra); compression becomes the block codec."""
+
+
+class Compression(enum.Enum):
+    """How object bodies are compressed."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    """Zstandard (needs the ``zstd`` extra, except for Parquet where pyarrow provides it)."""
+
+
+class KeyGenerationStrategy(enum.Enum):
+    """How object keys are laid out under the prefix. See :mod:`rigatoni_s3.keys`."""
+
+    HIVE_PARTITIONED = "hive_partitioned"
+    """``{prefix}/collection={c}/year={Y}/month={M}/day={D}/hour={H}/{file}``"""
+    DATE_HOUR_PARTITIONED = "date_hour_partitioned"
+    """``{prefix}/{c}/{Y}/{M}/{D}/{H}/{file}``; the default."""
+    DATE_PARTITIONED = "date_partitioned"
+    """``{prefix}/{c}/{Y}/{M}/{D}/{file}``"""
+    COLLECTION_BASED = "collection_based"
+    """``{prefix}/{c}/{file}``"""
+    FLAT = "flat"
+    """``{prefix}/{c}_{file}``"""
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _convert_enum(enum_type: type[E], value: Any) -> E:
+    """Accept a member, its value or its name (any case), so ``format="parquet"`` works."""
+    if isinstance(value, enum_type):
+        return value
+    if isinstance(value, str):
+        for member in enum_type:
+            if value.lower() in (member.value, member.name.lower()):
+                return member
+    choices = ", ".join(m.name for m in enum_type)
+    raise ConfigError(enum_type.__name__, f"{value!r} is not one of {choices}")
+
+
+def _to_format(value: Any) -> SerializationFormat:
+    return _convert_enum(SerializationFormat, value)
+
+
+def _to_compression(value: Any) -> Compression:
+    return _convert_enum(Compression, value)
+
+
+def _to_key_strategy(value: Any) -> KeyGenerationStrategy:
+    return _convert_enum(KeyGenerationStrategy, value)
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_WRITER_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def _check_bucket(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("bucket", "is required and must be a non-empty string")
+    if not _BUCKET_RE.match(value):
+        raise ConfigError(
+            "bucket",
+            f"{value!r} breaks S3 naming rules: 3-63 characters of lowercase letters, digits, "
+            "'.' and '-', starting and ending with a letter or digit",
+        )
+    if ".." in value or ".-" in value or "-." in value:
+        raise ConfigError("bucket", f"{value!r} has adjacent '.'/'-' characters")
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError("bucket", f"{value!r} must not be formatted as an IP address")
+    if value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3")):
+        raise ConfigError("bucket", f"{value!r} uses a prefix or suffix reserved by S3")
+
+
+def _check_region(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("region", "is required and must be a non-empty string, e.g. 'us-east-1'")
+
+
+def _normalise_prefix(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError("prefix", f"must be a string, got {type(value).__name__}")
+    if value.startswith("/"):
+        raise ConfigError("prefix", f"{value!r} must not start with '/'")
+    stripped = value.rstrip("/")
+    segments = stripped.split("/") if stripped else []
+    if any(s in ("..", ".") for s in segments):
+        raise ConfigError("prefix", f"{value!r} must not contain '.' or '..' segments")
+    if any(not s for s in segments):
+        raise ConfigError("prefix", f"{value!r} must not contain empty segments ('//')")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stripped):
+        raise ConfigError("prefix", f"{value!r} must not contain control characters")
+    return stripped
+
+
+def _check_endpoint(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("endpoint_url", f"{value!r} must be an http:// or https:// URL")
+
+
+def _non_negative_int(name: str) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def check(_: object, __: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(name, f"must be an integer >= 0, got {value!r}")
+
+    return check
+
+
+def _positive(name: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_: object, __: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(name, f"must be a number > 0, got {value!r}")
+
+    return check
+
+
+def _check_writer_id(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not (isinstance(value, str) and _WRITER_ID_RE.match(value)):
+        raise ConfigError(
+            "writer_id", f"{value!r} must be 1-32 lowercase letters, digits or '-' characters"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class S3Config:
+    """Where and how :class:`~rigatoni_s3.S3Destination` writes.
+
+    Only ``bucket`` and ``region`` are required. Credentials come from the standard
+    AWS chain (environment, profile, instance role) unless given here.
+    """
+
+    bucket: str = attrs.field(validator=_check_bucket)
+    """Target bucket; must already exist."""
+    region: str = attrs.field(validator=_check_region)
+    """AWS region of the bucket, e.g. ``us-east-1``."""
+    prefix: str = attrs.field(default="", converter=_normalise_prefix)
+    """Key prefix for every object; a trailing ``/`` is dropped. Empty means the bucket root."""
+    format: SerializationFormat = attrs.field(
+        default=SerializationFormat.JSON, converter=_to_format
+    )
+    """File format. Default JSON Lines."""
+    compression: Compression = attrs.field(default=Compression.NONE, converter=_to_compression)
+    """Compression. Default none."""
+    key_strategy: KeyGenerationStrategy = attrs.field(
+        default=KeyGenerationStrategy.DATE_HOUR_PARTITIONED,
+        converter=_to_key_strategy,
+    )
+    """Object key layout. Default date-hour partitioned."""
+    max_retries: int = attrs.field(default=3, validator=_non_negative_int("max_retries"))
+    """Retries of a transient upload failure after the first attempt (so 3 means 4 attempts)."""
+    endpoint_url: str | None = attrs.field(default=None, validator=_check_endpoint)
+    """Custom S3 endpoint (MinIO, LocalStack, Ceph); None for AWS."""
+    force_path_style: bool = False
+    """Address buckets as ``endpoint/bucket/key``; needed by most S3-compatible servers."""
+    aws_access_key_id: str | None = attrs.field(default=None, repr=False)
+    aws_secret_access_key: str | None = attrs.field(default=None, repr=False)
+    aws_session_token: str | None = attrs.field(default=None, repr=False)
+
+    max_batch_events: int = attrs.field(default=10_000, validator=_positive("max_batch_events"))
+    """A partition's buffer is written once it holds this many events."""
+    max_batch_bytes: int = attrs.field(default=64 * MiB, validator=_positive("max_batch_bytes"))
+    """... or this many bytes of encoded rows (before compression)."""
+    flush_interval: float = attrs.field(default=60.0, validator=_positive("flush_interval"))
+    """... or this many seconds after its first event arrived, whichever comes first."""
+    max_buffer_bytes: int = attrs.field(default=256 * MiB, validator=_positive("max_buffer_bytes"))
+    """Bound on bytes held across all buffers and uploads; ``write_batch`` waits beyond it."""
+    max_concurrent_uploads: int = attrs.field(
+        default=8, validator=_positive("max_concurrent_uploads")
+    )
+    """Objects uploaded at the same time."""
+    retry_base_delay: float = attrs.field(default=0.2, validator=_positive("retry_base_delay"))
+    """First backoff ceiling in seconds; it doubles each retry (full jitter)."""
+    retry_max_delay: float = attrs.field(default=20.0, validator=_positive("retry_max_delay"))
+    """Largest backoff ceiling in seconds."""
+    request_timeout: float = attrs.field(default=60.0, validator=_positive("request_timeout"))
+    """Connect and read timeout of one S3 request, in seconds."""
+    writer_id: str | None = attrs.field(default=None, validator=_check_writer_id)
+    """Part of every file name, unique per writer. None draws a random one per destination."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ConfigError("retry_max_delay", "must be >= retry_base_delay")
+        if self.max_batch_bytes > self.max_buffer_bytes:
+            raise ConfigError(
+                "max_batch_bytes",
+                f"({self.max_batch_bytes}) must not exceed max_buffer_bytes ({self.max_buffer_bytes})",
+            )
+        _check_extras(self.format, self.compression)
+
+    @staticmethod
+    def builder() -> S3ConfigBuilder:
+        """Start a builder; ``build()`` validates everything at once."""
+        return S3ConfigBuilder()
+
+
+_EXTRA_FOR_MODULE = {"pyarrow": "parquet", "fastavro": "avro", "zstandard": "zstd"}
+
+
+def _check_extras(fmt: SerializationFormat, compression: Compression) -> None:
+    """Fail at build time, naming the extra to install, rather than at the first flush."""
+    needed: list[str] = []
+    if fmt is SerializationFormat.PARQUET:
+        needed.append("pyarrow")  # pyarrow brings its own gzip and zstd codecs
+    elif fmt is SerializationFormat.AVRO:
+        needed.append("fastavro")
+    if compression is Compression.ZSTD and fmt is not SerializationFormat.PARQUET:
+        needed.append("zstandard")
+    for module in needed:
+        if importlib.util.find_spec(module) is None:
+            extra = _EXTRA_FOR_MODULE[module]
+            field = "compression" if module == "zstandard" else "format"
+            raise ConfigError(
+                field,
+                f"{module} is not installed; install it with: pip install 'rigatoni-s3[{extra}]'",
+            )
+
+
+class S3ConfigBuilder:
+    """Fluent construction of :class:`S3Config`; every method returns the builder."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def _set(self, name: str, value: Any) -> Self:
+        self._values[name] = value
+        return self
+
+    def bucket(self, value: str) -> Self:
+        return self._set("bucket", value)
+
+    def region(self, value: str) -> Self:
+        return self._set("region", value)
+
+    def prefix(self, value: str) -> Self:
+        return self._set("prefix", value)
+
+    def format(self, value: SerializationFormat | str) -> Self:
+        return self._set("format", value)
+
+    def compression(self, value: Compression | str) -> Self:
+        return self._set("compression", value)
+
+    def key_strategy(self, value: KeyGenerationStrategy | str) -> Self:
+        return self._set("key_strategy", value)
+
+    def max_retries(self, value: int) -> Self:
+        return self._set("max_retries", value)
+
+    def endpoint_url(self, value: str | None) -> Self:
+        return self._set("endpoint_url", value)
+
+    def force_path_style(self, value: bool) -> Self:
+        return self._set("force_path_style", value)
+
+    def credentials(
+        self, access_key_id: str, secret_access_key: str, session_token: str | None = None
+    ) -> Self:
+        self._set("aws_access_key_id", access_key_id)
+        self._set("aws_secret_access_key", secret_access_key)
+        return self._set("aws_session_token", session_token)
+
+    def max_batch_events(self, value: int) -> Self:
+        return self._set("max_batch_events", value)
+
+    def max_batch_bytes(self, value: int) -> Self:
+        return self._set("max_batch_bytes", value)
+
+    def flush_interval(self, value: float) -> Self:
+        return self._set("flush_interval", value)
+
+    def max_buffer_bytes(self, value: int) -> Self:
+        return self._set("max_buffer_bytes", value)
+
+    def max_concurrent_uploads(self, value: int) -> Self:
+        return self._set("max_concurrent_uploads", value)
+
+    def retry_delays(self, base: float, maximum: float) -> Self:
+        self._set("retry_base_delay", base)
+        return self._set("retry_max_delay", maximum)
+
+    def request_timeout(self, value: float) -> Self:
+        return self._set("request_timeout", value)
+
+    def writer_id(self, value: str | None) -> Self:
+        return self._set("writer_id", value)
+
+    def build(self) -> S3Config:
+        """Validate and return the config; raises :class:`~rigatoni_s3.errors.ConfigError`."""
+        missing = [name for name in ("bucket", "region") if name not in self._values]
+        if missing:
+            raise ConfigError(missing[0], f"is required; call .{missing[0]}(...) before .build()")
+        try:
+            return S3Config(**self._values)
+        except TypeError as exc:  # attrs reports a wrong keyword as TypeError
+            raise ConfigError("builder", str(exc)) from exc

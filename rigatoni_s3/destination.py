@@ -1,0 +1,368 @@
+"""S3Destination: the facade that takes change events and makes them durable in S3.
+
+The life of an event, top to bottom in this file:
+
+1. ``write_batch`` encodes the events into rows in the thread pool, grouped by
+   partition (collection + hour, day...), rejecting bad events one by one.
+2. It waits for room under ``max_buffer_bytes`` (backpressure), then appends the
+   rows to their partition buffers and returns.
+3. A buffer that is full, or whose ``flush_interval`` timer fires, is sealed: it
+   gets its object key and joins the flusher's queue.
+4. The flusher delivers it: serialize + compress in the thread pool, upload with
+   retries, then settle delivery progress and release the buffer's memory.
+5. ``flush`` seals everything and waits for the progress to catch up; ``close``
+   does the same and shuts down.
+
+A failed upload never drops its events: the buffer is kept and retried by the next
+``flush``/``close`` (or when a writer waits for room), and the error is raised to
+a caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import aioboto3
+from aiobotocore.config import AioConfig
+
+from rigatoni_s3._buffer import BufferSet, PartitionBuffer
+from rigatoni_s3._encoder import Encoder
+from rigatoni_s3._flusher import Flusher
+from rigatoni_s3._progress import DeliveryProgress
+from rigatoni_s3._retry import GaveUp, RetryPolicy
+from rigatoni_s3._uploader import S3Uploader
+from rigatoni_s3.compression import codec_for
+from rigatoni_s3.config import S3Config
+from rigatoni_s3.errors import (
+    DeliveryError,
+    DestinationClosedError,
+    RejectedEventsError,
+    UndeliveredError,
+    UploadError,
+)
+from rigatoni_s3.events import ChangeEvent
+from rigatoni_s3.formats import serializer_for
+from rigatoni_s3.keys import file_name, object_key
+
+log = logging.getLogger(__name__)
+
+ENCODE_THREADS = 2
+"""Encoding is CPU-bound and mostly holds the GIL; more threads than cores only add contention."""
+
+
+class S3Destination:
+    """Writes change events to S3 in batches, one object per partition buffer.
+
+    Use it as an async context manager; leaving the block drains every buffer::
+
+        async with S3Destination(config) as dest:
+            await dest.write_batch(events)
+    """
+
+    def __init__(self, config: S3Config, *, session: aioboto3.Session | None = None) -> None:
+        self.config = config
+        self.writer_id = config.writer_id or secrets.token_hex(6)
+        self._session = session
+        self._encoder = Encoder(
+            serializer_for(config.format, config.compression),
+            codec_for(config.compression),
+            config.key_strategy,
+        )
+        self._retry = RetryPolicy(
+            config.max_retries, config.retry_base_delay, config.retry_max_delay
+        )
+        self._progress = DeliveryProgress()
+        self._buffers = BufferSet(
+            max_batch_events=config.max_batch_events,
+            max_batch_bytes=config.max_batch_bytes,
+            max_buffer_bytes=config.max_buffer_bytes,
+            flush_interval=config.flush_interval,
+            on_sealed=self._on_sealed,
+        )
+        self._flusher = Flusher(self._deliver, config.max_concurrent_uploads, self._on_crash)
+        self._failed: list[PartitionBuffer] = []
+        self._pending_error: DeliveryError | None = None
+        self._crash: DeliveryError | None = None
+        self._objects_sealed = 0
+        self._state = "new"
+        self._start_lock = asyncio.Lock()
+        self._closed = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._executor: ThreadPoolExecutor | None = None
+        self._uploader: S3Uploader | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the S3 client and start the flusher. ``write_batch`` calls it when needed."""
+        async with self._start_lock:
+            if self._state != "new":
+                return
+            session = self._session or aioboto3.Session()
+            client = await self._stack.enter_async_context(
+                session.client("s3", **_client_options(self.config))
+            )
+            self._uploader = S3Uploader(client, self.config.bucket)
+            self._executor = ThreadPoolExecutor(
+                ENCODE_THREADS, thread_name_prefix="rigatoni-s3-encode"
+            )
+            self._flusher.start()
+            self._state = "running"
+            log.info(
+                "destination started",
+                extra={
+                    "bucket": self.config.bucket,
+                    "prefix": self.config.prefix,
+                    "writer_id": self.writer_id,
+                },
+            )
+
+    # -- 1-2. accepting events ---------------------------------------------------------
+
+    async def write_batch(
+        self, events: Iterable[ChangeEvent | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> None:
+        """Buffer ``events``; returns once they are accepted (not yet durable).
+
+        Either every valid event of the call is accepted or none is: a cancelled
+        or timed-out call accepts nothing. Invalid events are rejected one by one
+        with :class:`~rigatoni_s3.errors.RejectedEventsError` after the valid ones
+        were accepted. If an earlier upload failed and nobody was told yet, that
+        error is raised first and nothing is accepted.
+
+        ``timeout`` bounds the wait for buffer room (:class:`~rigatoni_s3.errors.BackpressureTimeout`).
+        """
+        if isinstance(events, ChangeEvent | Mapping):
+            raise TypeError(
+                "write_batch takes an iterable of events; wrap a single event in a list"
+            )
+        self._raise_if_unwritable()
+        await self.start()
+        batch = list(events)
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(
+            self._executor, self._encoder.prepare, batch, datetime.now(UTC)
+        )
+        if prepared.accepted:
+            await self._buffers.reserve(prepared.nbytes, timeout, self._make_room)
+            if self._state != "running":  # closed while we waited: the final flush is past
+                self._buffers.release(prepared.nbytes)
+                raise DestinationClosedError("the destination was closed while this write waited")
+            ticket = self._progress.open(prepared.accepted, prepared.last_resume_token)
+            self._buffers.add(ticket, prepared)
+        if prepared.rejected:
+            raise RejectedEventsError(prepared.rejected, prepared.accepted)
+
+    def _make_room(self, nbytes: int) -> None:
+        """A writer is about to wait for memory: get the bytes it needs moving out."""
+        self._resubmit_failed()
+        in_flight = self._buffers.held_bytes - self._buffers.open_bytes
+        deficit = self._buffers.held_bytes + nbytes - self.config.max_buffer_bytes
+        if deficit > in_flight:
+            self._buffers.seal_largest(deficit - in_flight)
+
+    # -- 3. sealing ----------------------------------------------------------------------
+
+    def _on_sealed(self, buffer: PartitionBuffer) -> None:
+        self._objects_sealed += 1
+        name = file_name(
+            time.time_ns() // 1_000_000,
+            self.writer_id,
+            self._objects_sealed,
+            self._encoder.extension,
+        )
+        buffer.key = object_key(
+            self.config.prefix, self.config.key_strategy, buffer.partition, name
+        )
+        self._flusher.submit(buffer)
+
+    # -- 4. delivering -------------------------------------------------------------------
+
+    async def _deliver(self, buffer: PartitionBuffer) -> None:
+        """Encode, upload with retries, and account for one sealed buffer."""
+        assert self._uploader is not None
+        uploader = self._uploader
+        loop = asyncio.get_running_loop()
+        try:
+            obj = await loop.run_in_executor(
+                self._executor, self._encoder.encode, buffer.rows, buffer.nbytes
+            )
+        except Exception as exc:
+            error = UploadError(
+                self.config.bucket,
+                buffer.key,
+                buffer.attempts,
+                buffer.events,
+                f"encoding failed: {exc!r}",
+            )
+            error.__cause__ = exc
+            self._on_failed(buffer, error)
+            return
+        try:
+            _, attempts = await self._retry.run(
+                lambda: uploader.put(buffer.key, obj),
+                describe=f"s3://{uploader.bucket}/{buffer.key}",
+            )
+        except GaveUp as gave_up:
+            buffer.attempts += gave_up.attempts
+            self._on_failed(
+                buffer,
+                uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events),
+            )
+            return
+        buffer.attempts += attempts
+        self._buffers.release(buffer.nbytes)
+        self._progress.settle(buffer.tickets)
+        log.debug(
+            "object written",
+            extra={
+                "bucket": uploader.bucket,
+                "key": buffer.key,
+                "events": buffer.events,
+                "bytes": len(obj.body),
+                "raw_bytes": obj.raw_bytes,
+                "attempt": buffer.attempts,
+            },
+        )
+
+    def _on_failed(self, buffer: PartitionBuffer, error: UploadError) -> None:
+        """Keep the buffer for a later retry, and make sure a caller hears of the failure."""
+        self._failed.append(buffer)
+        log.error(
+            "object not written: %s",
+            error,
+            extra={
+                "bucket": error.bucket,
+                "key": error.key,
+                "events": error.events,
+                "attempt": error.attempts,
+            },
+        )
+        told = self._progress.fail_waiters(min(buffer.tickets), error)
+        told = self._buffers.fail_waiters(error) or told
+        if not told and self._pending_error is None:
+            self._pending_error = error
+
+    def _resubmit_failed(self) -> None:
+        failed, self._failed = self._failed, []
+        for buffer in failed:
+            self._flusher.submit(buffer)
+
+    def _on_crash(self, exc: BaseException) -> None:
+        crash = DeliveryError(f"the background flusher stopped unexpectedly: {exc!r}")
+        crash.__cause__ = exc
+        self._crash = crash
+        self._progress.fail_waiters(0, crash)
+        self._buffers.fail_waiters(crash)
+
+    # -- 5. flushing and closing -----------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return once every event accepted before this call is durably in S3.
+
+        Buffers are sealed regardless of their thresholds, and objects that failed
+        before are tried again. Raises the :class:`~rigatoni_s3.errors.DeliveryError`
+        of an object that still cannot be written; its events stay buffered.
+        """
+        if self._crash is not None:
+            raise self._crash
+        if self._state == "new":
+            return
+        target = self._progress.last_ticket
+        self._buffers.seal_all()
+        self._resubmit_failed()
+        await self._progress.wait_for(target)
+        self._pending_error = None  # whatever failed before is written now
+
+    async def close(self) -> None:
+        """Drain everything and release the client. Idempotent.
+
+        Raises :class:`~rigatoni_s3.errors.UndeliveredError` if some events could not
+        be written; they are listed there, never silently dropped.
+        """
+        if self._state in ("closing", "closed"):
+            await self._closed.wait()
+            return
+        if self._state == "new":
+            self._state = "closed"
+            self._closed.set()
+            return
+        self._state = "closing"
+        self._buffers.fail_waiters(DestinationClosedError("the destination is closing"))
+        failure: BaseException | None = None
+        try:
+            await self.flush()
+        except DeliveryError as exc:
+            failure = exc
+        finally:
+            await self._flusher.stop()
+            await self._stack.aclose()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._state = "closed"
+            self._closed.set()
+        if failure is not None:
+            undelivered = self._failed
+            raise UndeliveredError(
+                [failure] if isinstance(failure, DeliveryError) else [],
+                sum(b.events for b in undelivered),
+                f" Keys: {', '.join(b.key for b in undelivered[:5])}" if undelivered else "",
+            ) from failure
+        log.info(
+            "destination closed", extra={"bucket": self.config.bucket, "writer_id": self.writer_id}
+        )
+
+    @property
+    def durable_resume_token(self) -> Any:
+        """Resume token of the newest event that, with every event accepted before it, is in S3."""
+        return self._progress.durable_resume_token
+
+    def _raise_if_unwritable(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise DestinationClosedError(
+                "the destination is closed; create a new one to write more"
+            )
+        if self._crash is not None:
+            raise self._crash
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
+
+
+def _client_options(config: S3Config) -> dict[str, Any]:
+    """aioboto3 client arguments. botocore's own retries are off: ``_retry`` owns that policy."""
+    return {
+        "region_name": config.region,
+        "endpoint_url": config.endpoint_url,
+        "aws_access_key_id": config.aws_access_key_id,
+        "aws_secret_access_key": config.aws_secret_access_key,
+        "aws_session_token": config.aws_session_token,
+        "config": AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=config.request_timeout,
+            read_timeout=config.request_timeout,
+            max_pool_connections=config.max_concurrent_uploads,
+            s3={"addressing_style": "path"} if config.force_path_style else None,
+        ),
+    }

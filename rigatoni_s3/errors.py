@@ -1,0 +1,176 @@
+"""Every exception rigatoni-s3 raises on purpose.
+
+::
+
+    RigatoniS3Error
+    ├── ConfigError (ValueError)            a setting is invalid; raised when the config is built
+    ├── EventError (ValueError)             an event cannot be written as given
+    │   ├── InvalidEventError               not a change event (missing fields, wrong types)
+    │   └── SerializationError              a value the chosen format cannot hold
+    ├── DestinationClosedError (RuntimeError)
+    ├── BackpressureTimeout (TimeoutError)  write_batch waited too long for buffer room
+    └── DeliveryError                       events could not be written to S3
+        ├── UploadError                     one object failed; carries bucket, key, attempts
+        │   ├── BucketNotFoundError         the bucket does not exist
+        │   ├── AccessDeniedError           the credentials may not write there
+        │   ├── ObjectConflictError         the key already holds different content
+        │   └── RetriesExhaustedError       transient failures outlasted max_retries
+        └── UndeliveredError                close() could not deliver everything
+
+Library errors (botocore, aiohttp) are translated at the boundary and kept as
+``__cause__``. Messages never contain credentials or event payloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RigatoniS3Error(Exception):
+    """Base class of every error raised by rigatoni-s3."""
+
+
+class ConfigError(RigatoniS3Error, ValueError):
+    """A configuration value breaks a rule; the message names the field and the rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
+class EventError(RigatoniS3Error, ValueError):
+    """An event cannot be written as given. Other events of the same batch are unaffected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        collection: str | None = None,
+        document_key: object = None,
+        field: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.collection = collection
+        self.document_key = document_key
+        self.field = field
+        self.index = index
+        self.reason = message
+        where = []
+        if index is not None:
+            where.append(f"event #{index}")
+        if collection is not None:
+            where.append(f"collection {collection!r}")
+        if document_key is not None:
+            where.append(f"document key {_short(document_key)}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+
+
+class InvalidEventError(EventError):
+    """The input is not a change event: a required field is missing or has the wrong type."""
+
+
+class SerializationError(EventError):
+    """A value in the event has no representation in the chosen format."""
+
+
+class RejectedEventsError(RigatoniS3Error, ValueError):
+    """Some events of a ``write_batch`` call were rejected; all the others were accepted.
+
+    ``errors`` holds one :class:`EventError` per rejected event, in input order, each
+    with its ``index`` in the batch. The accepted events are buffered as usual.
+    """
+
+    def __init__(self, errors: Sequence[EventError], accepted: int) -> None:
+        self.errors = tuple(errors)
+        self.accepted = accepted
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(
+            f"{len(errors)} event(s) rejected, {accepted} accepted; first: {first}{more}"
+        )
+
+
+class DestinationClosedError(RigatoniS3Error, RuntimeError):
+    """The destination was closed; it accepts no more events."""
+
+
+class BackpressureTimeout(RigatoniS3Error, TimeoutError):
+    """``write_batch`` waited longer than its timeout for buffer room; nothing was accepted."""
+
+
+class DeliveryError(RigatoniS3Error):
+    """Events could not be written to S3. They are still held by the destination."""
+
+
+class UploadError(DeliveryError):
+    """Writing one object failed.
+
+    Attributes: ``bucket``, ``key``, ``attempts`` (how many requests were made) and
+    ``events`` (how many events the object holds). The library error is ``__cause__``.
+    """
+
+    hint = ""
+
+    def __init__(self, bucket: str, key: str, attempts: int, events: int, reason: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.attempts = attempts
+        self.events = events
+        self.reason = reason
+        hint = f" {self.hint}" if self.hint else ""
+        super().__init__(
+            f"could not write s3://{bucket}/{key} ({events} events) after "
+            f"{attempts} attempt(s): {reason}.{hint}"
+        )
+
+
+class BucketNotFoundError(UploadError):
+    """The bucket does not exist (or the endpoint/region points elsewhere)."""
+
+    hint = "Create the bucket, or check the bucket name, region and endpoint_url."
+
+
+class AccessDeniedError(UploadError):
+    """The credentials are not allowed to write to the bucket."""
+
+    hint = (
+        "Grant s3:PutObject on arn:aws:s3:::<bucket>/* (and s3:AbortMultipartUpload for "
+        "large objects) to these credentials, or check the bucket policy and KMS key policy."
+    )
+
+
+class ObjectConflictError(UploadError):
+    """A conditional write found the key already holding different content."""
+
+    hint = "Another writer uses the same writer_id; give each process its own."
+
+
+class RetriesExhaustedError(UploadError):
+    """Transient failures (throttling, 5xx, timeouts, resets) continued past ``max_retries``."""
+
+    hint = "The events are kept and retried on the next flush(); raise max_retries for flaky links."
+
+
+class UndeliveredError(DeliveryError):
+    """``close()`` finished with events that could not be written.
+
+    ``failures`` lists the last error of every object that was not written, and
+    ``events`` counts the events in them.
+    """
+
+    def __init__(self, failures: Sequence[DeliveryError], events: int, detail: str = "") -> None:
+        self.failures = tuple(failures)
+        self.events = events
+        first = f" First failure: {failures[0]}" if failures else ""
+        super().__init__(
+            f"{events} event(s) in {len(failures)} object(s) were not delivered.{detail}{first}"
+        )
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

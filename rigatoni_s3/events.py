@@ -1,0 +1,136 @@
+"""Change events: the unit the destination writes.
+
+``write_batch`` accepts :class:`ChangeEvent` objects and raw change-stream
+documents as pymongo yields them; both become the same :data:`EventFields`
+tuple before encoding, so raw documents never pay for an intermediate object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import attrs
+
+from rigatoni_s3.errors import InvalidEventError
+
+
+def _to_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidEventError(f"cluster_time must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:  # pymongo decodes BSON dates as naive UTC by default
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@attrs.frozen
+class ChangeEvent:
+    """One change to one document, as a MongoDB change stream reports it."""
+
+    operation: str
+    """``insert``, ``update``, ``replace``, ``delete``, ``drop``, ``rename``, ``invalidate``..."""
+    database: str | None
+    collection: str | None
+    document_key: Mapping[str, Any] | None = None
+    """The changed document's key, usually ``{"_id": ...}``."""
+    full_document: Mapping[str, Any] | None = None
+    """The document after the change; None for deletes and for updates without lookup."""
+    update_description: Mapping[str, Any] | None = None
+    """``updatedFields``, ``removedFields``, ``truncatedArrays`` of an update."""
+    cluster_time: datetime | None = attrs.field(default=None, converter=_to_utc)
+    """When the change happened, aware UTC. Drives the date/hour partitions."""
+    resume_token: Any = None
+    """The change stream's ``_id``; pass it to ``watch(resume_after=...)`` to resume."""
+
+    @classmethod
+    def from_change_stream(cls, document: Mapping[str, Any]) -> ChangeEvent:
+        """Convert a raw change-stream document (``operationType``, ``ns``, ``clusterTime``...)."""
+        return cls(*fields_of_raw(document))
+
+
+class EventFields(NamedTuple):
+    """The envelope every format writes, in its column order (plus the resume token)."""
+
+    operation: str
+    database: str | None
+    collection: str | None
+    cluster_time: datetime | None
+    document_key: Any
+    full_document: Any
+    update_description: Any
+    resume_token: Any
+
+
+def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
+    """The envelope of a ChangeEvent or of a raw change-stream document."""
+    if isinstance(event, ChangeEvent):
+        return EventFields(
+            event.operation,
+            event.database,
+            event.collection,
+            event.cluster_time,
+            event.document_key,
+            event.full_document,
+            event.update_description,
+            event.resume_token,
+        )
+    if isinstance(event, Mapping):
+        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event)
+        return EventFields(op, db, coll, cluster_time, key, full, update, token)
+    raise InvalidEventError(
+        f"expected a ChangeEvent or a change-stream mapping, got {type(event).__name__}"
+    )
+
+
+def fields_of_raw(
+    doc: Mapping[str, Any],
+) -> tuple[str, str | None, str | None, Any, Any, Any, datetime | None, Any]:
+    """Fields of a raw document in :class:`ChangeEvent` constructor order."""
+    operation = doc.get("operationType")
+    if not isinstance(operation, str) or not operation:
+        raise InvalidEventError(
+            "not a change-stream document: 'operationType' is missing or not a string"
+        )
+    ns = doc.get("ns") or {}
+    if not isinstance(ns, Mapping):
+        raise InvalidEventError(f"'ns' must be a mapping, got {type(ns).__name__}")
+    database, collection = ns.get("db"), ns.get("coll")
+    for name, value in (("ns.db", database), ("ns.coll", collection)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidEventError(f"'{name}' must be a string, got {type(value).__name__}")
+    return (
+        operation,
+        database,
+        collection,
+        doc.get("documentKey"),
+        doc.get("fullDocument"),
+        doc.get("updateDescription"),
+        cluster_time_of(doc.get("clusterTime")),
+        doc.get("_id"),
+    )
+
+
+def cluster_time_of(value: Any) -> datetime | None:
+    """The instant of a ``clusterTime``.
+
+    A BSON Timestamp is (seconds, increment): the increment orders operations within
+    one second and is not a fraction of it, so only the seconds make the time.
+    Extended JSON ``{"$timestamp": {"t": s, "i": n}}`` and datetimes are accepted too.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return _to_utc(value)
+    seconds = getattr(value, "time", None)
+    if isinstance(seconds, int) and hasattr(value, "inc"):
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if isinstance(value, Mapping) and isinstance(value.get("$timestamp"), Mapping):
+        seconds = value["$timestamp"].get("t")
+        if isinstance(seconds, int):
+            return datetime.fromtimestamp(seconds, tz=UTC)
+    raise InvalidEventError(
+        f"'clusterTime' must be a BSON Timestamp or datetime, got {type(value).__name__}"
+    )

@@ -1,0 +1,47 @@
+"""File formats, one module each, behind the :class:`Serializer` protocol.
+
+Encoding happens in two steps, both off the event loop:
+
+1. ``encode_event`` turns one event into a *row* when ``write_batch`` accepts it.
+   A value the format cannot hold is rejected right there, for that event alone,
+   and the row's size feeds the batch and memory limits exactly.
+2. ``serialize`` turns the rows of one partition buffer into an object body.
+
+Formats that compress internally (Parquet, Avro) take the codec at construction
+and are never wrapped in an outer gzip/zstd layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from rigatoni_s3.config import Compression, SerializationFormat
+from rigatoni_s3.events import EventFields
+
+
+class Serializer(Protocol):
+    """Turns events into rows, and rows into an object body."""
+
+    extension: str
+    """File extension without the dot and without a compression suffix."""
+    content_type: str
+    compresses_internally: bool
+    """True when ``serialize`` applies the configured compression itself."""
+
+    def encode_event(self, event: EventFields) -> tuple[Any, int]:
+        """One event as a row and the row's size in bytes; raises SerializationError."""
+        ...
+
+    def serialize(self, rows: Sequence[Any]) -> bytes:
+        """The object body holding ``rows`` in order."""
+        ...
+
+
+def serializer_for(fmt: SerializationFormat, compression: Compression) -> Serializer:
+    """The serializer of a format; columnar formats take ``compression`` as their codec."""
+    if fmt is SerializationFormat.JSON:
+        from rigatoni_s3.formats.jsonl import JsonLinesSerializer
+
+        return JsonLinesSerializer()
+    raise NotImplementedError(f"{fmt.name} is not available in this build")

@@ -1,0 +1,191 @@
+"""BSON and Python values as plain JSON: the one value mapping every format shares.
+
+=====================  ==========================================================
+value                  written as
+=====================  ==========================================================
+ObjectId               its 24-character hex string
+datetime               ISO-8601; naive values are UTC, UTC is written ``Z``
+Decimal128, Decimal    the decimal string (exact)
+Int64, int             a JSON number, exact at any size
+float NaN / ±inf       ``{"$numberDouble": "NaN" | "Infinity" | "-Infinity"}``
+Binary, bytes          standard base64 string
+UUID                   canonical 8-4-4-4-12 string
+Timestamp              ``{"t": seconds, "i": increment}``
+Regex                  ``{"$regularExpression": {"pattern": p, "options": o}}``
+MinKey / MaxKey        ``{"$minKey": 1}`` / ``{"$maxKey": 1}``
+DBRef                  ``{"$ref": ..., "$id": ..., "$db": ...}``
+=====================  ==========================================================
+
+Non-finite doubles follow MongoDB's relaxed Extended JSON, because plain JSON has
+no such numbers and writing ``null`` would lose them. Anything else raises
+:class:`~rigatoni_s3.errors.SerializationError` naming the path to the value.
+
+The fast path is orjson; values it cannot hold exactly (integers beyond 64 bits,
+non-finite floats) go through :func:`to_plain` and the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from rigatoni_s3.errors import SerializationError
+
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def dumps(value: Any, field: str) -> bytes:
+    """``value`` as compact JSON bytes; ``field`` names it in errors."""
+    if value is None:
+        return b"null"
+    try:
+        out = orjson.dumps(value, default=_orjson_default, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _dumps_exact(value, field)
+    if b"null" in out and _has_nonfinite(value):  # orjson writes NaN/inf as null
+        return _dumps_exact(value, field)
+    return out
+
+
+def dumps_text(value: Any, field: str) -> str | None:
+    """``value`` as a JSON string for formats that store documents as text; None stays None."""
+    return None if value is None else dumps(value, field).decode()
+
+
+def _dumps_exact(value: Any, field: str) -> bytes:
+    plain = to_plain(value, field)
+    try:
+        return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"string is not valid UTF-8 ({exc.reason}); fix or drop the character", field=field
+        ) from exc
+
+
+def _orjson_default(obj: Any) -> Any:
+    converted = _convert_special(obj)
+    if converted is _UNSUPPORTED:
+        raise TypeError
+    return converted
+
+
+def to_plain(value: Any, path: str) -> Any:
+    """``value`` with every BSON/Python special replaced by plain JSON types."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {
+            "$numberDouble": "NaN"
+            if math.isnan(value)
+            else ("Infinity" if value > 0 else "-Infinity")
+        }
+    if isinstance(value, Mapping):
+        plain: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SerializationError(
+                    f"document keys must be strings, got {type(key).__name__}", field=path
+                )
+            plain[key] = to_plain(item, f"{path}.{key}")
+        return plain
+    if isinstance(value, list | tuple):
+        return [to_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, datetime):
+        return _iso(value)
+    converted = _convert_special(value)
+    if converted is _UNSUPPORTED:
+        raise SerializationError(
+            f"{type(value).__module__}.{type(value).__qualname__} has no JSON mapping; "
+            "convert it to a str, number, bool, list or dict before writing",
+            field=path,
+        )
+    return to_plain(converted, path)
+
+
+_UNSUPPORTED = object()
+
+
+def _convert_special(obj: Any) -> Any:
+    """One step of conversion for values orjson does not know; ``_UNSUPPORTED`` if none."""
+    if isinstance(obj, bytes | bytearray | memoryview):  # bson.Binary is a bytes subclass
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return _iso(obj)
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if isinstance(obj, Mapping):  # e.g. RawBSONDocument, which is not a dict
+        return dict(obj)
+    cls = type(obj)
+    if not cls.__module__.startswith("bson"):
+        return _UNSUPPORTED
+    name = cls.__name__
+    if name in ("ObjectId", "Decimal128"):
+        return str(obj)
+    if name == "Timestamp":
+        return {"t": obj.time, "i": obj.inc}
+    if name == "Regex":
+        return {
+            "$regularExpression": {"pattern": str(obj.pattern), "options": _regex_flags(obj.flags)}
+        }
+    if name == "MinKey":
+        return {"$minKey": 1}
+    if name == "MaxKey":
+        return {"$maxKey": 1}
+    if name == "DBRef":
+        return dict(obj.as_doc())
+    if name == "DatetimeMS":
+        try:
+            return _iso(obj.as_datetime())
+        except (OverflowError, ValueError, OSError):
+            return int(obj)
+    if name == "Int64":
+        return int(obj)
+    return _UNSUPPORTED
+
+
+def _regex_flags(flags: int | str) -> str:
+    if isinstance(flags, str):
+        return flags
+    import re
+
+    letters = {
+        re.IGNORECASE: "i",
+        re.LOCALE: "l",
+        re.MULTILINE: "m",
+        re.DOTALL: "s",
+        re.UNICODE: "u",
+        re.VERBOSE: "x",
+    }
+    return "".join(letter for flag, letter in letters.items() if flags & flag)
+
+
+def _iso(value: datetime) -> str:
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    text = aware.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nonfinite(v) for v in value)
+    return False
