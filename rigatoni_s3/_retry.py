@@ -11,7 +11,6 @@ many writers hitting a throttled prefix spread out instead of retrying in step.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -56,7 +55,7 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
     aiohttp.ServerDisconnectedError,
-    asyncio.TimeoutError,
+    TimeoutError,
     ConnectionError,
 )
 

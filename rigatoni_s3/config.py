@@ -64,7 +64,7 @@ class KeyGenerationStrategy(enum.Enum):
 E = TypeVar("E", bound=enum.Enum)
 
 
-def _convert_enum(enum_type: type[E], value: Any) -> E:
+def _convert_enum(enum_type: type[E], value: Any, field: str) -> E:
     """Accept a member, its value or its name (any case), so ``format="parquet"`` works."""
     if isinstance(value, enum_type):
         return value
@@ -73,19 +73,19 @@ def _convert_enum(enum_type: type[E], value: Any) -> E:
             if value.lower() in (member.value, member.name.lower()):
                 return member
     choices = ", ".join(m.name for m in enum_type)
-    raise ConfigError(enum_type.__name__, f"{value!r} is not one of {choices}")
+    raise ConfigError(field, f"{value!r} is not one of {enum_type.__name__}.{{{choices}}}")
 
 
 def _to_format(value: Any) -> SerializationFormat:
-    return _convert_enum(SerializationFormat, value)
+    return _convert_enum(SerializationFormat, value, "format")
 
 
 def _to_compression(value: Any) -> Compression:
-    return _convert_enum(Compression, value)
+    return _convert_enum(Compression, value, "compression")
 
 
 def _to_key_strategy(value: Any) -> KeyGenerationStrategy:
-    return _convert_enum(KeyGenerationStrategy, value)
+    return _convert_enum(KeyGenerationStrategy, value, "key_strategy")
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

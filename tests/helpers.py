@@ -1,0 +1,229 @@
+"""Event factories and readers shared by the tests."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+import zstandard
+
+BASE_TIME = datetime(2025, 1, 15, 10, 0, 0, tzinfo=UTC)
+
+
+def raw_event(
+    n: int,
+    collection: str = "users",
+    when: datetime | None = None,
+    operation: str = "insert",
+    database: str = "shop",
+) -> dict[str, Any]:
+    """A raw change-stream document as pymongo yields it (extended JSON clusterTime)."""
+    when = when or BASE_TIME + timedelta(seconds=n)
+    return {
+        "_id": {"_data": f"8263{n:012d}"},
+        "operationType": operation,
+        "ns": {"db": database, "coll": collection},
+        "documentKey": {"_id": n},
+        "fullDocument": {"_id": n, "name": f"user {n}", "tags": ["a", "b"], "nested": {"n": n}},
+        "clusterTime": {"$timestamp": {"t": int(when.timestamp()), "i": 1}},
+    }
+
+
+def raw_events(
+    count: int, collections: tuple[str, ...] = ("users",), start: int = 0
+) -> list[dict[str, Any]]:
+    return [raw_event(start + i, collections[i % len(collections)]) for i in range(count)]
+
+
+def list_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return sorted(keys)
+
+
+def read_body(client: Any, bucket: str, key: str) -> bytes:
+    """An object's bytes, decompressed according to its extension."""
+    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if key.endswith(".gz"):
+        return gzip.decompress(body)
+    if key.endswith(".zst"):
+        return zstandard.ZstdDecompressor().decompress(body)
+    return body
+
+
+def iter_jsonl(client: Any, bucket: str, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every (key, record) of every JSON Lines object under ``prefix``."""
+    import json
+
+    for key in list_keys(client, bucket, prefix):
+        for line in read_body(client, bucket, key).splitlines():
+            yield key, json.loads(line)
+
+
+def decode_records(key: str, body: bytes) -> list[dict[str, Any]]:
+    """The events of one object in any format, read with that format's own reader.
+
+    ``body`` is already decompressed (see :func:`read_body`). Documents come back
+    parsed from their JSON, ``cluster_time`` as an aware datetime, so records of
+    every format compare equal to each other. CSV's empty fields read as None.
+    """
+    import csv
+    import io
+    import json
+
+    name = key.removesuffix(".gz").removesuffix(".zst")
+    records: list[dict[str, Any]]
+    if name.endswith(".jsonl"):
+        records = [json.loads(line) for line in body.splitlines()]  # bytes: splits at \n, \r only
+    elif name.endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(body.decode("utf-8"), newline=""))
+        records = [{k: (v if v != "" else None) for k, v in row.items()} for row in reader]
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        records = pq.read_table(io.BytesIO(body)).to_pylist()
+    elif name.endswith(".avro"):
+        import fastavro
+
+        records = [cast(dict[str, Any], record) for record in fastavro.reader(io.BytesIO(body))]
+    else:
+        raise ValueError(f"no reader for {key}")
+    documents = ("document_key", "full_document", "update_description", "resume_token")
+    for record in records:
+        when = record["cluster_time"]
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when)
+        if isinstance(when, datetime):
+            record["cluster_time"] = when.astimezone(UTC)
+        if not name.endswith(".jsonl"):
+            for field in documents:
+                if record[field] is not None:
+                    record[field] = json.loads(record[field])
+    return records
+
+
+def read_records(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    """The events of one object, whatever its format and compression."""
+    return decode_records(key, read_body(client, bucket, key))
+
+
+# -- BSON lookalikes ----------------------------------------------------------------------
+# pymongo is not a test dependency: rigatoni_s3 recognises bson types by module and class
+# name, so these stand-ins exercise the same mapping.
+
+
+class ObjectId:
+    __module__ = "bson.objectid"
+
+    def __init__(self, hex_id: str) -> None:
+        self._hex = hex_id
+
+    def __str__(self) -> str:
+        return self._hex
+
+
+class Decimal128:
+    __module__ = "bson.decimal128"
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class Int64(int):
+    __module__ = "bson.int64"
+
+
+class Binary(bytes):
+    __module__ = "bson.binary"
+    subtype = 0
+
+
+class Timestamp:
+    __module__ = "bson.timestamp"
+
+    def __init__(self, time: int, inc: int) -> None:
+        self.time = time
+        self.inc = inc
+
+
+class Regex:
+    __module__ = "bson.regex"
+
+    def __init__(self, pattern: str, flags: str) -> None:
+        self.pattern = pattern
+        self.flags = flags
+
+
+class MinKey:
+    __module__ = "bson.min_key"
+
+
+class MaxKey:
+    __module__ = "bson.max_key"
+
+
+class DBRef:
+    __module__ = "bson.dbref"
+
+    def __init__(self, collection: str, oid: Any, database: str) -> None:
+        self._doc = {"$ref": collection, "$id": oid, "$db": database}
+
+    def as_doc(self) -> dict[str, Any]:
+        return dict(self._doc)
+
+
+OID = "65a4f0c2e1b2c3d4e5f60718"
+BSON_DOCUMENT: dict[str, Any] = {
+    "_id": ObjectId(OID),
+    "when": datetime(2025, 1, 15, 10, 30, 0, 123456, tzinfo=UTC),
+    "naive": datetime(2025, 1, 15),
+    "price": Decimal128("1234567890.123456789012345678901234"),
+    "exact": Decimal("0.1"),
+    "count": Int64(2**62),
+    "blob": Binary(b"\x00\xffbin"),
+    "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "ts": Timestamp(1736935200, 7),
+    "re": Regex("^a.*", "i"),
+    "lo": MinKey(),
+    "hi": MaxKey(),
+    "ref": DBRef("users", ObjectId(OID), "shop"),
+    "nested": {"ids": [ObjectId(OID), [Int64(-1), {"deep": Binary(b"x")}]], "empty": {}},
+}
+BSON_EXPECTED: dict[str, Any] = {
+    "_id": OID,
+    "when": "2025-01-15T10:30:00.123456Z",
+    "naive": "2025-01-15T00:00:00Z",
+    "price": "1234567890.123456789012345678901234",
+    "exact": "0.1",
+    "count": 2**62,
+    "blob": base64.b64encode(b"\x00\xffbin").decode(),
+    "uid": "12345678-1234-5678-1234-567812345678",
+    "ts": {"t": 1736935200, "i": 7},
+    "re": {"$regularExpression": {"pattern": "^a.*", "options": "i"}},
+    "lo": {"$minKey": 1},
+    "hi": {"$maxKey": 1},
+    "ref": {"$ref": "users", "$id": OID, "$db": "shop"},
+    "nested": {"ids": [OID, [-1, {"deep": "eA=="}]], "empty": {}},
+}
+
+
+def expected_json(value: Any) -> Any:
+    """What a plain JSON-able value reads back as: non-finite floats become $numberDouble."""
+    if isinstance(value, float) and not math.isfinite(value):
+        text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return {"$numberDouble": text}
+    if isinstance(value, dict):
+        return {key: expected_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [expected_json(item) for item in value]
+    return value

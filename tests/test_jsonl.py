@@ -1,0 +1,172 @@
+"""JSON Lines encoding: envelope, BSON values, exactness, and errors that name the field."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rigatoni_s3 import ChangeEvent
+from rigatoni_s3.errors import SerializationError
+from rigatoni_s3.events import fields_of
+from rigatoni_s3.formats.jsonl import JsonLinesSerializer
+
+SERIALIZER = JsonLinesSerializer()
+
+
+def line_of(**document: Any) -> dict[str, Any]:
+    event = ChangeEvent(
+        "insert",
+        "shop",
+        "users",
+        {"_id": 1},
+        document,
+        None,
+        datetime(2025, 1, 15, 10, tzinfo=UTC),
+        {"_data": "t"},
+    )
+    row, size = SERIALIZER.encode_event(fields_of(event))
+    assert size == len(row)
+    assert row.endswith(b"\n")
+    assert row.count(b"\n") == 1
+    parsed: dict[str, Any] = json.loads(row)
+    return parsed
+
+
+class ObjectId:
+    """Stand-in for bson.ObjectId (detected by module and class name)."""
+
+    __module__ = "bson.objectid"
+
+    def __init__(self, hex_id: str) -> None:
+        self.hex_id = hex_id
+
+    def __str__(self) -> str:
+        return self.hex_id
+
+
+class Decimal128:
+    __module__ = "bson.decimal128"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Int64(int):
+    __module__ = "bson.int64"
+
+
+class Binary(bytes):
+    __module__ = "bson.binary"
+
+
+class Timestamp:
+    __module__ = "bson.timestamp"
+
+    def __init__(self, time: int, inc: int) -> None:
+        self.time, self.inc = time, inc
+
+
+def test_envelope_has_every_field_in_order() -> None:
+    """One object per line with the ChangeEvent fields, cluster_time as ISO-8601 UTC."""
+    parsed = line_of(name="Ada")
+    assert list(parsed) == [
+        "operation",
+        "database",
+        "collection",
+        "cluster_time",
+        "document_key",
+        "full_document",
+        "update_description",
+        "resume_token",
+    ]
+    assert parsed["cluster_time"] == "2025-01-15T10:00:00Z"
+    assert parsed["full_document"] == {"name": "Ada"}
+    assert parsed["update_description"] is None
+
+
+def test_bson_values_become_plain_json() -> None:
+    """ObjectId→hex, datetime→ISO, Decimal128→string, Int64→number, Binary→base64, UUID→string."""
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    doc = line_of(
+        oid=ObjectId("65a4f0c2e13b4a0001a1b2c3"),
+        when=datetime(2025, 1, 15, 10, 0, 0, 123000),
+        price=Decimal128("19.99"),
+        big=Int64(2**62),
+        blob=Binary(b"\x00\x01\xff"),
+        raw=b"hi",
+        id=u,
+        ts=Timestamp(1736935200, 4),
+        dec=Decimal("1.10"),
+    )["full_document"]
+    assert doc == {
+        "oid": "65a4f0c2e13b4a0001a1b2c3",
+        "when": "2025-01-15T10:00:00.123000Z",
+        "price": "19.99",
+        "big": 2**62,
+        "blob": base64.b64encode(b"\x00\x01\xff").decode(),
+        "raw": "aGk=",
+        "id": str(u),
+        "ts": {"t": 1736935200, "i": 4},
+        "dec": "1.10",
+    }
+
+
+def test_integers_beyond_64_bits_keep_their_value() -> None:
+    """Python ints of any size are written exactly."""
+    assert line_of(n=2**80 + 1, m=-(2**70))["full_document"] == {"n": 2**80 + 1, "m": -(2**70)}
+
+
+def test_non_finite_floats_use_extended_json() -> None:
+    """NaN and infinities are not silently turned into null."""
+    doc = line_of(a=math.nan, b=math.inf, c=-math.inf, d=None, e=1.5)["full_document"]
+    assert doc == {
+        "a": {"$numberDouble": "NaN"},
+        "b": {"$numberDouble": "Infinity"},
+        "c": {"$numberDouble": "-Infinity"},
+        "d": None,
+        "e": 1.5,
+    }
+
+
+def test_unmappable_value_names_its_path() -> None:
+    """An object with no JSON mapping raises SerializationError naming where it is."""
+    with pytest.raises(SerializationError, match=r"full_document\.nested\.bad"):
+        line_of(nested={"bad": object()})
+
+
+def test_lone_surrogate_is_rejected() -> None:
+    """A string that is not valid UTF-8 cannot be written and says so."""
+    with pytest.raises(SerializationError, match="UTF-8"):
+        line_of(name="\ud800")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_plain_documents_round_trip_exactly(document: dict[str, Any]) -> None:
+    """Any JSON-able document (unicode, control characters, big ints) comes back equal."""
+    assert line_of(doc=document)["full_document"] == {"doc": document}
