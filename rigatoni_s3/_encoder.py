@@ -64,13 +64,15 @@ class Encoder:
     strategy: KeyGenerationStrategy
 
     @property
+    def outer_codec(self) -> Codec:
+        """The whole-object codec: none for formats that compress internally (Parquet, Avro)."""
+        return IDENTITY if self.serializer.compresses_internally else self.codec
+
+    @property
     def extension(self) -> str:
-        """File extension, with the codec's suffix when the whole object is compressed."""
-        return (
-            f"{self.serializer.extension}.{self.codec.extension}"
-            if self.codec.extension
-            else self.serializer.extension
-        )
+        """File extension, with the codec's suffix only when the whole object is compressed."""
+        suffix = self.outer_codec.extension
+        return f"{self.serializer.extension}.{suffix}" if suffix else self.serializer.extension
 
     def prepare(
         self, events: Sequence[ChangeEvent | Mapping[str, Any]], now: datetime
@@ -116,7 +118,7 @@ class Encoder:
     def encode(self, rows: Sequence[Any], raw_bytes: int) -> EncodedObject:
         """One object body from the rows of one partition buffer."""
         body = self.serializer.serialize(rows)
-        codec = IDENTITY if self.serializer.compresses_internally else self.codec
+        codec = self.outer_codec
         return EncodedObject(
             body=codec.compress(body),
             content_type=self.serializer.content_type,

@@ -1,18 +1,35 @@
-"""The upload stage: aioboto3 calls and nothing else (retry policy lives in ``_retry``).
+"""The upload stage: aioboto3 calls and nothing else.
 
-This is also the boundary where botocore's errors become
-:mod:`rigatoni_s3.errors` types.
+Every request goes through the ``run`` function it is given (the retry policy),
+so this module knows which requests to make, not how often to try them. It is
+also the boundary where botocore's errors become :mod:`rigatoni_s3.errors` types.
+
+Writes are conditional (``If-None-Match: *``): S3 refuses to replace an existing
+key. When a retry meets its own earlier attempt (the first request landed but its
+response was lost), the key already holds exactly our bytes and the write counts
+as done; different bytes mean another writer used the key, which is an error.
+
+Objects above ``multipart_threshold`` go up in parts, several at once; each part
+is sliced from the body only while it is being sent (botocore does not take
+memoryviews), so an object is never held twice. A failed multipart upload is
+aborted so no orphan parts are left behind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
+from aiobotocore.config import AioConfig
 from botocore import exceptions as boto_errors
 
 from rigatoni_s3._encoder import EncodedObject
-from rigatoni_s3._retry import error_code, is_transient
+from rigatoni_s3._retry import GaveUp, error_code, is_transient
+from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -23,25 +40,201 @@ from rigatoni_s3.errors import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+PART_CONCURRENCY = 4
+"""Parts of one multipart upload sent at once; memory per upload is at most this many parts."""
+
+
+class Runner(Protocol):
+    """Runs one request, retrying as it sees fit; returns the result and the attempts made."""
+
+    async def __call__(
+        self, operation: Callable[[], Awaitable[T]], *, describe: str = ""
+    ) -> tuple[T, int]: ...
+
+
+def client_options(config: S3Config) -> dict[str, Any]:
+    """aioboto3 client arguments. botocore's own retries are off: ``_retry`` owns that policy."""
+    return {
+        "region_name": config.region,
+        "endpoint_url": config.endpoint_url,
+        "aws_access_key_id": config.aws_access_key_id,
+        "aws_secret_access_key": config.aws_secret_access_key,
+        "aws_session_token": config.aws_session_token,
+        "config": AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=config.request_timeout,
+            read_timeout=config.request_timeout,
+            # uploads at once, each with up to PART_CONCURRENCY parts in flight
+            max_pool_connections=config.max_concurrent_uploads * PART_CONCURRENCY,
+            s3={"addressing_style": "path"} if config.force_path_style else None,
+        ),
+    }
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    code, status = error_code(exc)
+    return code == "PreconditionFailed" or status == 412
+
 
 class S3Uploader:
     """Writes object bodies to one bucket through one aioboto3 S3 client."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        run: Runner,
+        *,
+        multipart_threshold: int,
+        part_size: int,
+        part_concurrency: int = PART_CONCURRENCY,
+    ) -> None:
         self._client = client
         self.bucket = bucket
+        self._run = run
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
+        self._part_concurrency = part_concurrency
 
-    async def put(self, key: str, obj: EncodedObject) -> None:
-        """One PutObject of ``obj`` at ``key``."""
+    async def write(self, key: str, obj: EncodedObject) -> int:
+        """Store ``obj`` at ``key`` unless it is already there; returns requests made.
+
+        Raises :class:`~rigatoni_s3._retry.GaveUp` with the last library error.
+        """
+        if len(obj.body) >= self._multipart_threshold:
+            return await self._write_multipart(key, obj)
+        params = self._object_params(key, obj)
+        try:
+            _, attempts = await self._run(
+                lambda: self._client.put_object(Body=obj.body, IfNoneMatch="*", **params),
+                describe=f"PutObject s3://{self.bucket}/{key}",
+            )
+        except GaveUp as gave_up:
+            if is_precondition_failed(gave_up.cause) and await self._holds(
+                key, obj.body, _md5_etag(obj.body)
+            ):
+                log.info("object was already written by an earlier attempt", extra={"key": key})
+                return gave_up.attempts
+            raise
+        return attempts
+
+    async def _write_multipart(self, key: str, obj: EncodedObject) -> int:
+        body, size = obj.body, self._part_size
+        created, attempts = await self._run(
+            lambda: self._client.create_multipart_upload(**self._object_params(key, obj)),
+            describe=f"CreateMultipartUpload s3://{self.bucket}/{key}",
+        )
+        upload_id: str = created["UploadId"]
+        offsets = range(0, len(body), size)
+        slots = asyncio.Semaphore(self._part_concurrency)
+
+        async def send_part(number: int, start: int) -> tuple[dict[str, Any], int]:
+            async with slots:
+                response, tries = await self._run(
+                    lambda: self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=body[start : start + size],
+                    ),
+                    describe=f"UploadPart {number} s3://{self.bucket}/{key}",
+                )
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            part.update(
+                {
+                    k: v
+                    for k, v in response.items()
+                    if k.startswith("Checksum") and k != "ChecksumType"
+                }
+            )
+            return part, tries
+
+        try:
+            sent = await asyncio.gather(
+                *(send_part(n, start) for n, start in enumerate(offsets, 1))
+            )
+            attempts += sum(tries for _, tries in sent)
+            parts = [part for part, _ in sent]
+            _, tries = await self._run(
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                ),
+                describe=f"CompleteMultipartUpload s3://{self.bucket}/{key}",
+            )
+            return attempts + tries
+        except GaveUp as gave_up:
+            await asyncio.shield(self._abort(key, upload_id))
+            etag = _multipart_etag(body, size)
+            if is_precondition_failed(gave_up.cause) and await self._holds(key, body, etag):
+                return attempts + gave_up.attempts
+            raise
+        except BaseException:
+            await asyncio.shield(self._abort(key, upload_id))
+            raise
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except Exception as exc:  # the bucket's lifecycle rule is the backstop
+            log.warning(
+                "could not abort multipart upload: %s",
+                type(exc).__name__,
+                extra={"key": key, "upload_id": upload_id},
+            )
+
+    async def _holds(self, key: str, body: bytes, etag: str) -> bool:
+        """True if ``key`` already stores exactly ``body`` (checked by ETag, else by content)."""
+        head = await self._client.head_object(Bucket=self.bucket, Key=key)
+        if head.get("ETag", "").strip('"') == etag:
+            return True
+        if head.get("ContentLength") != len(body):
+            return False
+        stored = await self._client.get_object(Bucket=self.bucket, Key=key)  # e.g. SSE-KMS ETags
+        async with stored["Body"] as stream:
+            return bool(await stream.read() == body)
+
+    async def honours_conditional_writes(self, probe_key: str) -> bool:
+        """Write ``probe_key`` twice with ``If-None-Match: *``; True if the second is refused.
+
+        Raises :class:`~rigatoni_s3._retry.GaveUp` if the probe cannot be written at all.
+        """
+
+        async def put_probe() -> Any:
+            return await self._client.put_object(
+                Bucket=self.bucket, Key=probe_key, Body=b"", IfNoneMatch="*"
+            )
+
+        await self._run(put_probe, describe=f"probe s3://{self.bucket}/{probe_key}")
+        try:
+            await self._run(put_probe, describe=f"probe s3://{self.bucket}/{probe_key}")
+        except GaveUp as gave_up:
+            if is_precondition_failed(gave_up.cause):
+                return True
+            raise
+        finally:
+            # Writers may lack s3:DeleteObject; the probe is empty and engines skip "_" paths.
+            with contextlib.suppress(boto_errors.ClientError):
+                await self._client.delete_object(Bucket=self.bucket, Key=probe_key)
+        return False
+
+    def _object_params(self, key: str, obj: EncodedObject) -> dict[str, Any]:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
-            "Body": obj.body,
             "ContentType": obj.content_type,
         }
         if obj.content_encoding:
             params["ContentEncoding"] = obj.content_encoding
-        await self._client.put_object(**params)
+        return params
 
     def translate(self, exc: BaseException, key: str, attempts: int, events: int) -> UploadError:
         """The typed error for a failed upload; the library error becomes ``__cause__``."""
@@ -67,9 +260,9 @@ class S3Uploader:
                 events,
                 "no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role",
             )
-        elif code == "PreconditionFailed" or status == 412:
+        elif is_precondition_failed(exc):
             error = ObjectConflictError(
-                self.bucket, key, attempts, events, "the key already exists"
+                self.bucket, key, attempts, events, "the key already holds different content"
             )
         elif is_transient(exc):
             error = RetriesExhaustedError(
@@ -79,6 +272,19 @@ class S3Uploader:
             error = UploadError(self.bucket, key, attempts, events, _describe(exc, code, status))
         error.__cause__ = exc
         return error
+
+
+def _md5_etag(body: bytes) -> str:
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+def _multipart_etag(body: bytes, part_size: int) -> str:
+    """S3's ETag of a multipart object: MD5 of the parts' MD5 digests, then ``-count``."""
+    digests = [
+        hashlib.md5(body[i : i + part_size], usedforsecurity=False).digest()
+        for i in range(0, len(body), part_size)
+    ]
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
 def _describe(exc: BaseException, code: str | None, status: int | None) -> str:

@@ -13,7 +13,9 @@ import enum
 import importlib.util
 import ipaddress
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -160,6 +162,19 @@ def _positive(name: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
     return check
 
 
+def _check_part_size(_: object, __: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 5 * MiB:
+        raise ConfigError("multipart_part_size", f"must be at least 5 MiB (5242880), got {value!r}")
+
+
+def _to_optional_path(value: Any) -> Path | None:
+    if value is None or isinstance(value, Path):
+        return value
+    if isinstance(value, str) and value:
+        return Path(value)
+    raise ConfigError("dead_letter_dir", f"must be a path or None, got {value!r}")
+
+
 def _check_writer_id(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not (isinstance(value, str) and _WRITER_ID_RE.match(value)):
         raise ConfigError(
@@ -222,6 +237,19 @@ class S3Config:
     """Connect and read timeout of one S3 request, in seconds."""
     writer_id: str | None = attrs.field(default=None, validator=_check_writer_id)
     """Part of every file name, unique per writer. None draws a random one per destination."""
+    multipart_threshold: int = attrs.field(
+        default=32 * MiB, validator=_positive("multipart_threshold")
+    )
+    """Objects of at least this many bytes (after compression) are uploaded in parts."""
+    multipart_part_size: int = attrs.field(default=8 * MiB, validator=_check_part_size)
+    """Size of each part of a multipart upload; S3 requires at least 5 MiB."""
+    dead_letter_dir: Path | None = attrs.field(default=None, converter=_to_optional_path)
+    """If set, an object whose upload exhausts its retries is saved here (see ``replay_dead_letters``)
+    instead of being kept in memory for the next flush."""
+    on_durable: Callable[[Any], None] | None = attrs.field(default=None, eq=False, repr=False)
+    """Called on the event loop with the new ``durable_resume_token`` whenever it advances."""
+    check_conditional_writes: bool = True
+    """At start, check that the server refuses to overwrite (``If-None-Match``); warn if not."""
 
     def __attrs_post_init__(self) -> None:
         if self.retry_max_delay < self.retry_base_delay:
@@ -239,7 +267,12 @@ class S3Config:
         return S3ConfigBuilder()
 
 
-_EXTRA_FOR_MODULE = {"pyarrow": "parquet", "fastavro": "avro", "zstandard": "zstd"}
+_EXTRA_FOR_MODULE = {
+    "pyarrow": "parquet",
+    "fastavro": "avro",
+    "zstandard": "zstd",
+    "backports.zstd": "avro",
+}
 
 
 def _check_extras(fmt: SerializationFormat, compression: Compression) -> None:
@@ -249,16 +282,25 @@ def _check_extras(fmt: SerializationFormat, compression: Compression) -> None:
         needed.append("pyarrow")  # pyarrow brings its own gzip and zstd codecs
     elif fmt is SerializationFormat.AVRO:
         needed.append("fastavro")
-    if compression is Compression.ZSTD and fmt is not SerializationFormat.PARQUET:
+        if compression is Compression.ZSTD and sys.version_info < (3, 14):
+            needed.append("backports.zstd")  # fastavro's zstandard codec
+    elif compression is Compression.ZSTD:
         needed.append("zstandard")
     for module in needed:
-        if importlib.util.find_spec(module) is None:
+        if _module_missing(module):
             extra = _EXTRA_FOR_MODULE[module]
-            field = "compression" if module == "zstandard" else "format"
+            field = "compression" if module in ("zstandard", "backports.zstd") else "format"
             raise ConfigError(
                 field,
                 f"{module} is not installed; install it with: pip install 'rigatoni-s3[{extra}]'",
             )
+
+
+def _module_missing(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except ModuleNotFoundError:  # the parent package of a dotted name is missing
+        return True
 
 
 class S3ConfigBuilder:
@@ -329,6 +371,19 @@ class S3ConfigBuilder:
 
     def writer_id(self, value: str | None) -> Self:
         return self._set("writer_id", value)
+
+    def multipart(self, threshold: int, part_size: int) -> Self:
+        self._set("multipart_threshold", threshold)
+        return self._set("multipart_part_size", part_size)
+
+    def dead_letter_dir(self, value: str | Path | None) -> Self:
+        return self._set("dead_letter_dir", value)
+
+    def on_durable(self, callback: Callable[[Any], None] | None) -> Self:
+        return self._set("on_durable", callback)
+
+    def check_conditional_writes(self, value: bool) -> Self:
+        return self._set("check_conditional_writes", value)
 
     def build(self) -> S3Config:
         """Validate and return the config; raises :class:`~rigatoni_s3.errors.ConfigError`."""

@@ -8,14 +8,14 @@ The life of an event, top to bottom in this file:
    rows to their partition buffers and returns.
 3. A buffer that is full, or whose ``flush_interval`` timer fires, is sealed: it
    gets its object key and joins the flusher's queue.
-4. The flusher delivers it: serialize + compress in the thread pool, upload with
-   retries, then settle delivery progress and release the buffer's memory.
+4. The flusher delivers it: serialize + compress in the thread pool, upload
+   (conditional, retried), then settle delivery progress and release its memory.
 5. ``flush`` seals everything and waits for the progress to catch up; ``close``
    does the same and shuts down.
 
-A failed upload never drops its events: the buffer is kept and retried by the next
-``flush``/``close`` (or when a writer waits for room), and the error is raised to
-a caller.
+A failed upload never drops its events: the buffer is kept and tried again by the
+next ``flush``/``close`` or a background round (or saved to ``dead_letter_dir``),
+and the error is raised to a caller.
 """
 
 from __future__ import annotations
@@ -32,20 +32,21 @@ from types import TracebackType
 from typing import Any, Self
 
 import aioboto3
-from aiobotocore.config import AioConfig
 
 from rigatoni_s3._buffer import BufferSet, PartitionBuffer
-from rigatoni_s3._encoder import Encoder
+from rigatoni_s3._encoder import EncodedObject, Encoder
 from rigatoni_s3._flusher import Flusher
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import GaveUp, RetryPolicy
-from rigatoni_s3._uploader import S3Uploader
+from rigatoni_s3._uploader import S3Uploader, client_options
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
+from rigatoni_s3.deadletter import save_dead_letter
 from rigatoni_s3.errors import (
     DeliveryError,
     DestinationClosedError,
     RejectedEventsError,
+    RetriesExhaustedError,
     UndeliveredError,
     UploadError,
 )
@@ -80,7 +81,7 @@ class S3Destination:
         self._retry = RetryPolicy(
             config.max_retries, config.retry_base_delay, config.retry_max_delay
         )
-        self._progress = DeliveryProgress()
+        self._progress = DeliveryProgress(config.on_durable)
         self._buffers = BufferSet(
             max_batch_events=config.max_batch_events,
             max_batch_bytes=config.max_batch_bytes,
@@ -92,7 +93,9 @@ class S3Destination:
         self._failed: list[PartitionBuffer] = []
         self._pending_error: DeliveryError | None = None
         self._crash: DeliveryError | None = None
+        self._retry_round: asyncio.TimerHandle | None = None
         self._objects_sealed = 0
+        self._dead_lettered_events = 0
         self._state = "new"
         self._start_lock = asyncio.Lock()
         self._closed = asyncio.Event()
@@ -113,15 +116,32 @@ class S3Destination:
         await self.close()
 
     async def start(self) -> None:
-        """Open the S3 client and start the flusher. ``write_batch`` calls it when needed."""
+        """Open the S3 client and start the flusher. ``write_batch`` calls it when needed.
+
+        With ``check_conditional_writes`` (the default) this writes and deletes one
+        empty probe object, so a missing bucket or denied writes fail here, at once.
+        """
         async with self._start_lock:
             if self._state != "new":
                 return
             session = self._session or aioboto3.Session()
             client = await self._stack.enter_async_context(
-                session.client("s3", **_client_options(self.config))
+                session.client("s3", **client_options(self.config))
             )
-            self._uploader = S3Uploader(client, self.config.bucket)
+            uploader = S3Uploader(
+                client,
+                self.config.bucket,
+                self._retry.run,
+                multipart_threshold=self.config.multipart_threshold,
+                part_size=self.config.multipart_part_size,
+            )
+            try:
+                if self.config.check_conditional_writes:
+                    await self._check_conditional_writes(uploader)
+            except BaseException:
+                await self._stack.aclose()
+                raise
+            self._uploader = uploader
             self._executor = ThreadPoolExecutor(
                 ENCODE_THREADS, thread_name_prefix="rigatoni-s3-encode"
             )
@@ -136,7 +156,22 @@ class S3Destination:
                 },
             )
 
-    # -- 1-2. accepting events ---------------------------------------------------------
+    async def _check_conditional_writes(self, uploader: S3Uploader) -> None:
+        """Fail fast on a missing bucket or denied writes; warn if overwrites go unchecked."""
+        parts = (self.config.prefix, "_rigatoni_s3", f"probe-{self.writer_id}")
+        probe = "/".join(part for part in parts if part)
+        try:
+            honoured = await uploader.honours_conditional_writes(probe)
+        except GaveUp as gave_up:
+            raise uploader.translate(gave_up.cause, probe, gave_up.attempts, 0) from gave_up.cause
+        if not honoured:
+            log.warning(
+                "the S3 server ignores If-None-Match: a writer sharing this writer_id could "
+                "overwrite objects; keep writer ids unique per process",
+                extra={"bucket": self.config.bucket, "writer_id": self.writer_id},
+            )
+
+    # -- 1-2. accepting events ------------------------------------------------------------
 
     async def write_batch(
         self, events: Iterable[ChangeEvent | Mapping[str, Any]], *, timeout: float | None = None
@@ -149,7 +184,8 @@ class S3Destination:
         were accepted. If an earlier upload failed and nobody was told yet, that
         error is raised first and nothing is accepted.
 
-        ``timeout`` bounds the wait for buffer room (:class:`~rigatoni_s3.errors.BackpressureTimeout`).
+        ``timeout`` bounds the wait for buffer room
+        (:class:`~rigatoni_s3.errors.BackpressureTimeout`).
         """
         if isinstance(events, ChangeEvent | Mapping):
             raise TypeError(
@@ -182,7 +218,7 @@ class S3Destination:
         if deficit > in_flight:
             self._buffers.seal_largest(deficit - in_flight)
 
-    # -- 3. sealing ----------------------------------------------------------------------
+    # -- 3. sealing -----------------------------------------------------------------------
 
     def _on_sealed(self, buffer: PartitionBuffer) -> None:
         self._objects_sealed += 1
@@ -197,10 +233,10 @@ class S3Destination:
         )
         self._flusher.submit(buffer)
 
-    # -- 4. delivering -------------------------------------------------------------------
+    # -- 4. delivering --------------------------------------------------------------------
 
     async def _deliver(self, buffer: PartitionBuffer) -> None:
-        """Encode, upload with retries, and account for one sealed buffer."""
+        """Encode, upload, and account for one sealed buffer."""
         assert self._uploader is not None
         uploader = self._uploader
         loop = asyncio.get_running_loop()
@@ -217,23 +253,22 @@ class S3Destination:
                 f"encoding failed: {exc!r}",
             )
             error.__cause__ = exc
-            self._on_failed(buffer, error)
+            self._keep_for_retry(buffer, error)
             return
         try:
-            _, attempts = await self._retry.run(
-                lambda: uploader.put(buffer.key, obj),
-                describe=f"s3://{uploader.bucket}/{buffer.key}",
-            )
+            attempts = await uploader.write(buffer.key, obj)
         except GaveUp as gave_up:
             buffer.attempts += gave_up.attempts
-            self._on_failed(
-                buffer,
-                uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events),
-            )
+            error = uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events)
+            if self.config.dead_letter_dir is not None and await self._save_dead_letter(
+                buffer, obj, error
+            ):
+                self._report(error, first_blocked=None)
+            else:
+                self._keep_for_retry(buffer, error)
             return
         buffer.attempts += attempts
-        self._buffers.release(buffer.nbytes)
-        self._progress.settle(buffer.tickets)
+        self._done(buffer)
         log.debug(
             "object written",
             extra={
@@ -246,11 +281,44 @@ class S3Destination:
             },
         )
 
-    def _on_failed(self, buffer: PartitionBuffer, error: UploadError) -> None:
-        """Keep the buffer for a later retry, and make sure a caller hears of the failure."""
+    def _done(self, buffer: PartitionBuffer) -> None:
+        """The buffer's events are safe: settle their tickets and free their memory."""
+        self._buffers.release(buffer.nbytes)
+        self._progress.settle(buffer.tickets)
+
+    async def _save_dead_letter(
+        self, buffer: PartitionBuffer, obj: EncodedObject, error: UploadError
+    ) -> bool:
+        """Save the object to ``dead_letter_dir``; True once it is safely on disk."""
+        assert self.config.dead_letter_dir is not None
+        loop = asyncio.get_running_loop()
+        try:
+            path = await loop.run_in_executor(
+                self._executor,
+                save_dead_letter,
+                self.config.dead_letter_dir,
+                self.config.bucket,
+                buffer.key,
+                obj,
+                str(error),
+            )
+        except OSError as exc:
+            log.error("could not save dead letter: %s", exc, extra={"key": buffer.key})
+            return False
+        log.error(
+            "object saved as dead letter: %s",
+            error,
+            extra={"key": buffer.key, "events": buffer.events, "path": str(path)},
+        )
+        self._dead_lettered_events += buffer.events
+        self._done(buffer)
+        return True
+
+    def _keep_for_retry(self, buffer: PartitionBuffer, error: UploadError) -> None:
+        """Hold on to a failed buffer: the next flush, or a background round, tries again."""
         self._failed.append(buffer)
         log.error(
-            "object not written: %s",
+            "object not written, events kept for retry: %s",
             error,
             extra={
                 "bucket": error.bucket,
@@ -259,8 +327,30 @@ class S3Destination:
                 "attempt": error.attempts,
             },
         )
-        told = self._progress.fail_waiters(min(buffer.tickets), error)
-        told = self._buffers.fail_waiters(error) or told
+        self._report(error, first_blocked=min(buffer.tickets))
+        if isinstance(error, RetriesExhaustedError) and self._retry_round is None:
+            # The server may come back: try again after a pause, so that writers blocked
+            # on memory recover without anyone calling flush().
+            loop = asyncio.get_running_loop()
+            self._retry_round = loop.call_later(
+                self.config.retry_max_delay, self._retry_failed_round
+            )
+
+    def _retry_failed_round(self) -> None:
+        self._retry_round = None
+        if self._state == "running":
+            self._resubmit_failed()
+
+    def _report(self, error: UploadError, first_blocked: int | None) -> None:
+        """Make sure a caller hears of ``error``.
+
+        Told are: flushes waiting on the failed events; writers blocked on memory, but
+        only for errors that waiting cannot cure (a missing bucket, denied access);
+        otherwise the next call to ``write_batch``/``flush``/``close``.
+        """
+        told = first_blocked is not None and self._progress.fail_waiters(first_blocked, error)
+        if not isinstance(error, RetriesExhaustedError):
+            told = self._buffers.fail_waiters(error) or told
         if not told and self._pending_error is None:
             self._pending_error = error
 
@@ -276,7 +366,7 @@ class S3Destination:
         self._progress.fail_waiters(0, crash)
         self._buffers.fail_waiters(crash)
 
-    # -- 5. flushing and closing -----------------------------------------------------------
+    # -- 5. flushing and closing ----------------------------------------------------------
 
     async def flush(self) -> None:
         """Return once every event accepted before this call is durably in S3.
@@ -299,7 +389,7 @@ class S3Destination:
         """Drain everything and release the client. Idempotent.
 
         Raises :class:`~rigatoni_s3.errors.UndeliveredError` if some events could not
-        be written; they are listed there, never silently dropped.
+        be written; they are counted and their keys named there, never silently dropped.
         """
         if self._state in ("closing", "closed"):
             await self._closed.wait()
@@ -310,12 +400,14 @@ class S3Destination:
             return
         self._state = "closing"
         self._buffers.fail_waiters(DestinationClosedError("the destination is closing"))
-        failure: BaseException | None = None
+        failure: DeliveryError | None = None
         try:
             await self.flush()
         except DeliveryError as exc:
             failure = exc
         finally:
+            if self._retry_round is not None:
+                self._retry_round.cancel()
             await self._flusher.stop()
             await self._stack.aclose()
             if self._executor is not None:
@@ -324,10 +416,9 @@ class S3Destination:
             self._closed.set()
         if failure is not None:
             undelivered = self._failed
+            keys = ", ".join(b.key for b in undelivered[:5])
             raise UndeliveredError(
-                [failure] if isinstance(failure, DeliveryError) else [],
-                sum(b.events for b in undelivered),
-                f" Keys: {', '.join(b.key for b in undelivered[:5])}" if undelivered else "",
+                [failure], sum(b.events for b in undelivered), f" Keys: {keys}." if keys else ""
             ) from failure
         log.info(
             "destination closed", extra={"bucket": self.config.bucket, "writer_id": self.writer_id}
@@ -335,7 +426,11 @@ class S3Destination:
 
     @property
     def durable_resume_token(self) -> Any:
-        """Resume token of the newest event that, with every event accepted before it, is in S3."""
+        """Resume token of the newest event that, with every event accepted before it, is safe.
+
+        Safe means written to S3, or saved to ``dead_letter_dir`` when one is configured.
+        Checkpoint this value to resume a change stream without losing events.
+        """
         return self._progress.durable_resume_token
 
     def _raise_if_unwritable(self) -> None:
@@ -348,21 +443,3 @@ class S3Destination:
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
             raise error
-
-
-def _client_options(config: S3Config) -> dict[str, Any]:
-    """aioboto3 client arguments. botocore's own retries are off: ``_retry`` owns that policy."""
-    return {
-        "region_name": config.region,
-        "endpoint_url": config.endpoint_url,
-        "aws_access_key_id": config.aws_access_key_id,
-        "aws_secret_access_key": config.aws_secret_access_key,
-        "aws_session_token": config.aws_session_token,
-        "config": AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=config.request_timeout,
-            read_timeout=config.request_timeout,
-            max_pool_connections=config.max_concurrent_uploads,
-            s3={"addressing_style": "path"} if config.force_path_style else None,
-        ),
-    }

@@ -238,20 +238,31 @@ async def test_bad_events_are_rejected_alone(
     assert sorted(ids_in(s3_client, bucket)) == [0, 1, 2, 4, 5, 7, 8, 9]
 
 
-async def test_missing_bucket_raises_a_specific_error(s3_endpoint: S3Endpoint) -> None:
-    """A bucket that does not exist surfaces as BucketNotFoundError, without retries."""
+async def test_missing_bucket_fails_at_start(s3_endpoint: S3Endpoint) -> None:
+    """A bucket that does not exist is reported when the destination starts."""
+    config = s3_endpoint.config("no-such-bucket-rigatoni", create_bucket=False)
+    with pytest.raises(BucketNotFoundError) as info:
+        async with S3Destination(config):
+            pass
+    assert info.value.bucket == "no-such-bucket-rigatoni"
+    assert "Create the bucket" in str(info.value)
+
+
+async def test_missing_bucket_is_reported_by_flush_and_close(s3_endpoint: S3Endpoint) -> None:
+    """Without the start-up check, the first upload raises BucketNotFoundError, without retries."""
     config = s3_endpoint.config(
-        "no-such-bucket-rigatoni", create_bucket=False, retry_base_delay=0.01, retry_max_delay=0.02
+        "no-such-bucket-rigatoni",
+        create_bucket=False,
+        check_conditional_writes=False,
+        retry_base_delay=0.01,
+        retry_max_delay=0.02,
     )
     dest = S3Destination(config)
-    await dest.start()
     await dest.write_batch(raw_events(3))
     with pytest.raises(BucketNotFoundError) as info:
         await dest.flush()
-    assert info.value.bucket == "no-such-bucket-rigatoni"
     assert info.value.attempts == 1
     assert info.value.events == 3
-    assert "Create the bucket" in str(info.value)
     with pytest.raises(UndeliveredError) as closing:
         await dest.close()
     assert closing.value.events == 3
@@ -261,8 +272,8 @@ async def test_slowdown_responses_are_retried(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
     """A server answering 503 SlowDown for a while: every event still lands exactly once."""
-    fault_proxy.fail_next(["503", "503", "500", "503"])
     async with S3Destination(make_proxied_config(max_retries=5, max_batch_events=50)) as dest:
+        fault_proxy.fail_next(["503", "503", "500", "503"])
         await dest.write_batch(raw_events(200))
     counts = ids_in(s3_client, bucket)
     assert sorted(counts) == list(range(200))
@@ -275,8 +286,8 @@ async def test_exhausted_retries_keep_the_events_for_the_next_flush(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
     """After retries run out flush() raises; once the server recovers the next flush delivers."""
-    fault_proxy.fail_next(["503"] * 3)
     async with S3Destination(make_proxied_config(max_retries=2)) as dest:
+        fault_proxy.fail_next(["503"] * 3)
         await dest.write_batch(raw_events(20))
         with pytest.raises(RetriesExhaustedError) as info:
             await dest.flush()
@@ -292,8 +303,8 @@ async def test_failure_is_raised_by_the_next_write(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
     """A background failure nobody waited for is raised by the next write_batch, once."""
-    fault_proxy.fail_next(["503"] * 2)
     async with S3Destination(make_proxied_config(max_retries=1, max_batch_events=10)) as dest:
+        fault_proxy.fail_next(["503"] * 2)
         await dest.write_batch(raw_events(10))  # sealed at once, fails in the background
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
@@ -310,9 +321,9 @@ async def test_writers_wait_when_the_buffer_is_full(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
     """With uploads stalled, write_batch blocks at max_buffer_bytes instead of growing."""
-    fault_proxy.hold()
     config = make_proxied_config(max_buffer_bytes=20_000, max_batch_bytes=5_000)
     async with S3Destination(config) as dest:
+        fault_proxy.hold()
         try:
             accepted_until = 0
             while accepted_until < 1000:  # about 2.7 KB per write: fill until one times out
@@ -332,9 +343,9 @@ async def test_cancelled_writer_leaves_no_trace(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
     """Cancelling a write blocked on backpressure accepts none of its events and harms none else."""
-    fault_proxy.hold()
     config = make_proxied_config(max_buffer_bytes=15_000, max_batch_bytes=5_000)
     async with S3Destination(config) as dest:
+        fault_proxy.hold()
         try:
             await dest.write_batch(raw_events(40))
             blocked = asyncio.create_task(dest.write_batch(raw_events(40, start=500)))
