@@ -112,11 +112,8 @@ class S3Uploader:
                 describe=f"PutObject s3://{self.bucket}/{key}",
             )
         except GaveUp as gave_up:
-            if is_precondition_failed(gave_up.cause) and await self._holds(
-                key, obj.body, _md5_etag(obj.body)
-            ):
-                log.info("object was already written by an earlier attempt", extra={"key": key})
-                return gave_up.attempts
+            if is_precondition_failed(gave_up.cause):
+                return await self._reconcile(key, obj.body, _md5_etag(obj.body), gave_up)
             raise
         return attempts
 
@@ -171,9 +168,10 @@ class S3Uploader:
             return attempts + tries
         except GaveUp as gave_up:
             await asyncio.shield(self._abort(key, upload_id))
-            etag = _multipart_etag(body, size)
-            if is_precondition_failed(gave_up.cause) and await self._holds(key, body, etag):
-                return attempts + gave_up.attempts
+            if is_precondition_failed(gave_up.cause):
+                return attempts + await self._reconcile(
+                    key, body, _multipart_etag(body, size), gave_up
+                )
             raise
         except BaseException:
             await asyncio.shield(self._abort(key, upload_id))
@@ -190,6 +188,21 @@ class S3Uploader:
                 type(exc).__name__,
                 extra={"key": key, "upload_id": upload_id},
             )
+
+    async def _reconcile(self, key: str, body: bytes, etag: str, refused: GaveUp) -> int:
+        """After a 412: succeed if ``key`` already holds ``body`` (an earlier attempt of ours
+        landed), else re-raise the refusal. Returns the requests made."""
+        try:
+            same, tries = await self._run(
+                lambda: self._holds(key, body, etag),
+                describe=f"HeadObject s3://{self.bucket}/{key}",
+            )
+        except GaveUp as gave_up:
+            raise GaveUp(gave_up.cause, refused.attempts + gave_up.attempts) from gave_up.cause
+        if not same:
+            raise refused
+        log.info("object was already written by an earlier attempt", extra={"key": key})
+        return refused.attempts + tries
 
     async def _holds(self, key: str, body: bytes, etag: str) -> bool:
         """True if ``key`` already stores exactly ``body`` (checked by ETag, else by content)."""

@@ -15,6 +15,7 @@ each pair once it is in S3, so running a replay twice never writes anything twic
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -118,7 +119,7 @@ async def replay_dead_letters(
                 multipart_threshold=config.multipart_threshold,
                 part_size=config.multipart_part_size,
             )
-            body = letter.object_path.read_bytes()
+            body = await asyncio.to_thread(letter.object_path.read_bytes)
             obj = EncodedObject(
                 body, letter.content_type, letter.content_encoding, letter.events, len(body)
             )
@@ -129,14 +130,18 @@ async def replay_dead_letters(
                     uploader.translate(gave_up.cause, letter.key, gave_up.attempts, letter.events)
                 )
                 continue
-            letter.object_path.with_suffix(".json").unlink()
-            letter.object_path.unlink()
+            await asyncio.to_thread(_remove, letter)
             uploaded += 1
             log.info(
                 "dead letter replayed",
                 extra={"bucket": letter.bucket, "key": letter.key, "events": letter.events},
             )
     return ReplayResult(uploaded, tuple(failed))
+
+
+def _remove(letter: DeadLetter) -> None:
+    letter.object_path.with_suffix(".json").unlink()  # the sidecar first: no orphan sidecars
+    letter.object_path.unlink()
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -43,6 +43,7 @@ from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.deadletter import save_dead_letter
 from rigatoni_s3.errors import (
+    DeadLetteredError,
     DeliveryError,
     DestinationClosedError,
     RejectedEventsError,
@@ -92,10 +93,10 @@ class S3Destination:
         self._flusher = Flusher(self._deliver, config.max_concurrent_uploads, self._on_crash)
         self._failed: list[PartitionBuffer] = []
         self._pending_error: DeliveryError | None = None
+        self._dead_letters: list[tuple[int, UploadError]] = []
         self._crash: DeliveryError | None = None
         self._retry_round: asyncio.TimerHandle | None = None
         self._objects_sealed = 0
-        self._dead_lettered_events = 0
         self._state = "new"
         self._start_lock = asyncio.Lock()
         self._closed = asyncio.Event()
@@ -257,13 +258,15 @@ class S3Destination:
             return
         try:
             attempts = await uploader.write(buffer.key, obj)
-        except GaveUp as gave_up:
+        except Exception as exc:
+            gave_up = exc if isinstance(exc, GaveUp) else GaveUp(exc, 1)  # e.g. a botocore bug
             buffer.attempts += gave_up.attempts
             error = uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events)
             if self.config.dead_letter_dir is not None and await self._save_dead_letter(
                 buffer, obj, error
             ):
-                self._report(error, first_blocked=None)
+                # Safe on disk, but not in S3: the next call still raises an error.
+                self._dead_letters.append((buffer.events, error))
             else:
                 self._keep_for_retry(buffer, error)
             return
@@ -310,7 +313,6 @@ class S3Destination:
             error,
             extra={"key": buffer.key, "events": buffer.events, "path": str(path)},
         )
-        self._dead_lettered_events += buffer.events
         self._done(buffer)
         return True
 
@@ -341,14 +343,14 @@ class S3Destination:
         if self._state == "running":
             self._resubmit_failed()
 
-    def _report(self, error: UploadError, first_blocked: int | None) -> None:
+    def _report(self, error: UploadError, first_blocked: int) -> None:
         """Make sure a caller hears of ``error``.
 
         Told are: flushes waiting on the failed events; writers blocked on memory, but
         only for errors that waiting cannot cure (a missing bucket, denied access);
         otherwise the next call to ``write_batch``/``flush``/``close``.
         """
-        told = first_blocked is not None and self._progress.fail_waiters(first_blocked, error)
+        told = self._progress.fail_waiters(first_blocked, error)
         if not isinstance(error, RetriesExhaustedError):
             told = self._buffers.fail_waiters(error) or told
         if not told and self._pending_error is None:
@@ -384,6 +386,7 @@ class S3Destination:
         self._resubmit_failed()
         await self._progress.wait_for(target)
         self._pending_error = None  # whatever failed before is written now
+        self._raise_dead_letter_error()
 
     async def close(self) -> None:
         """Drain everything and release the client. Idempotent.
@@ -416,6 +419,8 @@ class S3Destination:
             self._closed.set()
         if failure is not None:
             undelivered = self._failed
+            if not undelivered:  # everything is safe, some of it only on local disk
+                raise failure
             keys = ", ".join(b.key for b in undelivered[:5])
             raise UndeliveredError(
                 [failure], sum(b.events for b in undelivered), f" Keys: {keys}." if keys else ""
@@ -443,3 +448,13 @@ class S3Destination:
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
             raise error
+        self._raise_dead_letter_error()
+
+    def _raise_dead_letter_error(self) -> None:
+        """Report, once, the objects that went to ``dead_letter_dir`` instead of S3."""
+        if self._dead_letters:
+            saved, self._dead_letters = self._dead_letters, []
+            error = DeadLetteredError(
+                str(self.config.dead_letter_dir), len(saved), sum(events for events, _ in saved)
+            )
+            raise error from saved[0][1]

@@ -15,6 +15,7 @@
         │   ├── AccessDeniedError           the credentials may not write there
         │   ├── ObjectConflictError         the key already holds different content
         │   └── RetriesExhaustedError       transient failures outlasted max_retries
+        ├── DeadLetteredError               objects were saved to dead_letter_dir instead
         └── UndeliveredError                close() could not deliver everything
 
 Library errors (botocore, aiohttp) are translated at the boundary and kept as
@@ -153,6 +154,23 @@ class RetriesExhaustedError(UploadError):
     """Transient failures (throttling, 5xx, timeouts, resets) continued past ``max_retries``."""
 
     hint = "The events are kept and retried on the next flush(); raise max_retries for flaky links."
+
+
+class DeadLetteredError(DeliveryError):
+    """Objects could not be uploaded and were saved to ``dead_letter_dir`` instead.
+
+    Their events count as safe (``durable_resume_token`` moves past them); upload them
+    later with ``python -m rigatoni_s3 replay DIR``. ``__cause__`` is the first upload error.
+    """
+
+    def __init__(self, directory: str, objects: int, events: int) -> None:
+        self.directory = directory
+        self.objects = objects
+        self.events = events
+        super().__init__(
+            f"{events} event(s) in {objects} object(s) could not be uploaded and were saved to "
+            f"{directory}; upload them with: python -m rigatoni_s3 replay {directory}"
+        )
 
 
 class UndeliveredError(DeliveryError):
