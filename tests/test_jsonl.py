@@ -170,3 +170,41 @@ json_values = st.recursive(
 def test_plain_documents_round_trip_exactly(document: dict[str, Any]) -> None:
     """Any JSON-able document (unicode, control characters, big ints) comes back equal."""
     assert line_of(doc=document)["full_document"] == {"doc": document}
+
+
+def test_real_bson_types_map_as_documented() -> None:
+    """The actual pymongo bson classes map exactly like the documented table."""
+    import re as regex
+
+    from bson import Binary as RealBinary
+    from bson import Code, DBRef, MaxKey, MinKey, Regex
+    from bson import Decimal128 as RealDecimal128
+    from bson import Int64 as RealInt64
+    from bson import ObjectId as RealObjectId
+    from bson import Timestamp as RealTimestamp
+
+    oid = RealObjectId("65a4f0c2e13b4a0001a1b2c3")
+    doc = line_of(
+        oid=oid,
+        price=RealDecimal128("1234.5678901234567890"),
+        big=RealInt64(2**63 - 1),
+        blob=RealBinary(b"\x01\x02", 0),
+        ts=RealTimestamp(1736935200, 9),
+        pattern=Regex("^a.*z$", regex.IGNORECASE | regex.MULTILINE),
+        low=MinKey(),
+        high=MaxKey(),
+        ref=DBRef("users", oid, "shop"),
+        code=Code("function() { return 1; }"),
+    )["full_document"]
+    assert doc == {
+        "oid": "65a4f0c2e13b4a0001a1b2c3",
+        "price": "1234.5678901234567890",
+        "big": 2**63 - 1,
+        "blob": "AQI=",
+        "ts": {"t": 1736935200, "i": 9},
+        "pattern": {"$regularExpression": {"pattern": "^a.*z$", "options": "im"}},
+        "low": {"$minKey": 1},
+        "high": {"$maxKey": 1},
+        "ref": {"$ref": "users", "$id": "65a4f0c2e13b4a0001a1b2c3", "$db": "shop"},
+        "code": "function() { return 1; }",
+    }

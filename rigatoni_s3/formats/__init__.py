@@ -44,4 +44,17 @@ def serializer_for(fmt: SerializationFormat, compression: Compression) -> Serial
         from rigatoni_s3.formats.jsonl import JsonLinesSerializer
 
         return JsonLinesSerializer()
-    raise NotImplementedError(f"{fmt.name} is not available in this build")
+    if fmt is SerializationFormat.CSV:
+        from rigatoni_s3.formats.csv import CsvSerializer
+
+        return CsvSerializer()
+    # pyarrow and fastavro are optional extras: import them only when chosen.
+    if fmt is SerializationFormat.PARQUET:
+        from rigatoni_s3.formats.parquet import ParquetSerializer
+
+        return ParquetSerializer(compression)
+    if fmt is SerializationFormat.AVRO:
+        from rigatoni_s3.formats.avro import AvroSerializer
+
+        return AvroSerializer(compression)
+    raise ValueError(f"unknown format {fmt!r}")

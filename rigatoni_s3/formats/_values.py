@@ -22,6 +22,9 @@ no such numbers and writing ``null`` would lose them. Anything else raises
 
 The fast path is orjson; values it cannot hold exactly (integers beyond 64 bits,
 non-finite floats) go through :func:`to_plain` and the standard library.
+
+JSON Lines nests this JSON in each line; CSV, Parquet and Avro store the same JSON
+as text in their document columns, checked once per event by :func:`envelope_row`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import orjson
 
 from rigatoni_s3.errors import SerializationError
+from rigatoni_s3.events import EventFields
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -189,3 +193,96 @@ def _has_nonfinite(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nonfinite(v) for v in value)
     return False
+
+
+# -- The envelope as the tabular formats (CSV, Parquet, Avro) store it -------------------
+
+EnvelopeRow = tuple[
+    str,  # operation
+    str | None,  # database
+    str | None,  # collection
+    datetime | None,  # cluster_time, aware UTC
+    bytes | None,  # document_key as JSON
+    bytes | None,  # full_document as JSON
+    bytes | None,  # update_description as JSON
+    bytes | None,  # resume_token as JSON
+]
+"""One event checked for the tabular formats: text fields are exact, UTF-8-safe ``str``
+values and documents are JSON (the mapping above) as UTF-8 bytes. Turning a row into
+any of the formats cannot fail, so every data error surfaces in :func:`envelope_row`."""
+
+ENVELOPE_COLUMNS = (
+    "operation",
+    "database",
+    "collection",
+    "cluster_time",
+    "document_key",
+    "full_document",
+    "update_description",
+    "resume_token",
+)
+"""Column order of every format."""
+
+_ROW_OVERHEAD = 16
+"""Bytes a row costs beyond its text: the 8-byte timestamp, offsets or separators."""
+
+
+def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
+    """The checked envelope of ``event`` and its size in bytes (text plus a small overhead).
+
+    Raises :class:`~rigatoni_s3.errors.SerializationError` naming the field when a
+    value cannot be stored: a missing or non-string ``operation``, a non-string
+    ``database``/``collection``, a string that is not valid UTF-8 (lone surrogates),
+    or a document value with no JSON mapping.
+    """
+    operation, database, collection, cluster_time, key, full, update, token = event
+    if type(operation) is not str or not operation.isascii():
+        if operation is None:
+            raise SerializationError("is required", field="operation")
+        operation = _checked_text(operation, "operation")
+    if database is not None and (type(database) is not str or not database.isascii()):
+        database = _checked_text(database, "database")
+    if collection is not None and (type(collection) is not str or not collection.isascii()):
+        collection = _checked_text(collection, "collection")
+    if cluster_time is not None and not isinstance(cluster_time, datetime):
+        raise SerializationError(
+            f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
+        )
+    key_json = None if key is None else dumps(key, "document_key")
+    full_json = None if full is None else dumps(full, "full_document")
+    update_json = None if update is None else dumps(update, "update_description")
+    token_json = None if token is None else dumps(token, "resume_token")
+    size = _ROW_OVERHEAD + len(operation)
+    for part in (database, collection, key_json, full_json, update_json, token_json):
+        if part is not None:
+            size += len(part)
+    row = (
+        operation,
+        database,
+        collection,
+        cluster_time,
+        key_json,
+        full_json,
+        update_json,
+        token_json,
+    )
+    return row, size
+
+
+def _checked_text(value: Any, field: str) -> str:
+    """``value`` as an exact ``str`` whose UTF-8 encoding cannot fail."""
+    if not isinstance(value, str):
+        raise SerializationError(f"must be a string, got {type(value).__name__}", field=field)
+    text = str.__str__(value)  # an exact str copy, whatever a subclass overrides
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"string is not valid UTF-8 ({exc.reason}); fix or drop the character", field=field
+        ) from exc
+    return text
+
+
+def iso_utc(value: datetime) -> str:
+    """``value`` as ISO-8601 in UTC with a ``Z``, as JSON Lines writes ``cluster_time``."""
+    return _iso(value if value.tzinfo is None else value.astimezone(UTC))

@@ -1,0 +1,149 @@
+"""Apache Avro object container files through fastavro, the schema embedded in the header.
+
+The record is ``rigatoni_s3.ChangeEvent``::
+
+    operation           string
+    database            ["null", "string"]
+    collection          ["null", "string"]
+    cluster_time        ["null", {"type": "long", "logicalType": "timestamp-micros"}]
+    document_key        ["null", "string"]   JSON text
+    full_document       ["null", "string"]   JSON text
+    update_description  ["null", "string"]   JSON text
+    resume_token        ["null", "string"]   JSON text
+
+Every optional field defaults to null, so a reader schema may add or drop fields.
+The configured compression is the container's block codec (GZIP → ``deflate``,
+ZSTD → ``zstandard``); the file is never wrapped, because Avro readers expect the
+container header at byte 0. The same rows always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import fastavro
+
+from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
+from rigatoni_s3.config import Compression
+from rigatoni_s3.errors import ConfigError
+from rigatoni_s3.events import EventFields
+from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row
+
+_TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
+
+
+def _optional(name: str, avro_type: Any, doc: str) -> dict[str, Any]:
+    return {"name": name, "type": ["null", avro_type], "default": None, "doc": doc}
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "ChangeEvent",
+    "namespace": "rigatoni_s3",
+    "doc": "One MongoDB change-stream event; documents are JSON text.",
+    "fields": [
+        {"name": "operation", "type": "string", "doc": "insert, update, replace, delete..."},
+        _optional("database", "string", "Database of the changed collection."),
+        _optional("collection", "string", "Collection of the changed document."),
+        _optional("cluster_time", _TIMESTAMP, "When the change happened, UTC."),
+        _optional("document_key", "string", "Key of the changed document, JSON."),
+        _optional("full_document", "string", "The document after the change, JSON."),
+        _optional("update_description", "string", "Fields an update changed, JSON."),
+        _optional("resume_token", "string", "Change-stream resume token, JSON."),
+    ],
+}
+assert tuple(field["name"] for field in SCHEMA["fields"]) == ENVELOPE_COLUMNS
+
+_PARSED_SCHEMA = fastavro.parse_schema(SCHEMA)
+
+_CODECS: dict[Compression, tuple[str, int | None]] = {
+    Compression.NONE: ("null", None),
+    Compression.GZIP: ("deflate", GZIP_LEVEL),
+    Compression.ZSTD: ("zstandard", ZSTD_LEVEL),
+}
+
+
+class AvroSerializer:
+    """``.avro``: an object container file of ``rigatoni_s3.ChangeEvent`` records."""
+
+    extension = "avro"
+    content_type = "application/avro"
+    compresses_internally = True
+
+    def __init__(self, compression: Compression = Compression.NONE) -> None:
+        self.compression = compression
+        self._codec, self._level = _CODECS[compression]
+        _check_codec(self._codec)
+
+    def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
+        """The event's checked envelope and its size; raises SerializationError."""
+        return envelope_row(event)
+
+    def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
+        """One container file holding ``rows`` in order."""
+        out = io.BytesIO()
+        fastavro.writer(
+            out,
+            _PARSED_SCHEMA,
+            _records(rows),
+            codec=self._codec,
+            sync_marker=_sync_marker(rows),
+            codec_compression_level=self._level,
+        )
+        return out.getvalue()
+
+
+def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:
+    """The 16-byte block separator: the same for the same rows, unforgeable by a document.
+
+    fastavro draws a random marker by default, which would make every encoding of a
+    batch different; the uploader's conditional writes recognise a retry that already
+    landed by its identical bytes. Readers that split files search for the marker, so
+    it must not be guessable from inside a document: it is a digest of the events'
+    resume tokens and document keys, which the server assigns.
+    """
+    digest = hashlib.blake2b(digest_size=16, person=b"rigatoni-avro")
+    digest.update(len(rows).to_bytes(8, "little"))
+    for row in rows:
+        digest.update(row[7] or b"")  # resume token
+        digest.update(row[4] or b"")  # document key
+        digest.update(b"\x00")
+    return digest.digest()
+
+
+def _check_codec(codec: str) -> None:
+    """Fail now, not at the first flush, when fastavro lacks the library a codec needs.
+
+    ``null`` and ``deflate`` are built in. fastavro compresses ``zstandard`` blocks with
+    ``compression.zstd`` (Python 3.14+) or the ``backports.zstd`` package, not with the
+    ``zstandard`` package, and only says so when it writes its first block.
+    """
+    if codec != "zstandard":
+        return
+    try:
+        fastavro.writer(io.BytesIO(), _PARSED_SCHEMA, [{"operation": "probe"}], codec=codec)
+    except ValueError as exc:
+        raise ConfigError(
+            "compression",
+            f"fastavro cannot write the {codec!r} Avro codec ({exc}); "
+            "install it with: pip install 'fastavro[zstandard]'",
+        ) from exc
+
+
+def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
+    # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
+    # cluster_time stays a datetime: fastavro turns aware datetimes into epoch microseconds.
+    for operation, database, collection, cluster_time, key, full, update, token in rows:
+        yield {
+            "operation": operation,
+            "database": database,
+            "collection": collection,
+            "cluster_time": cluster_time,
+            "document_key": None if key is None else key.decode(),
+            "full_document": None if full is None else full.decode(),
+            "update_description": None if update is None else update.decode(),
+            "resume_token": None if token is None else token.decode(),
+        }

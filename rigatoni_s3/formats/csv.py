@@ -1,0 +1,62 @@
+"""CSV (RFC 4180) with a header row; documents as JSON text in their cells.
+
+Columns, in order: ``operation, database, collection, cluster_time, document_key,
+full_document, update_description, resume_token``. ``cluster_time`` is ISO-8601 UTC
+(``2025-01-15T10:00:00Z``, with ``.ffffff`` when there are microseconds); documents
+hold the same JSON as JSON Lines writes. Null is an empty field. Fields with a comma,
+a quote, CR or LF are quoted and inner quotes doubled, by the standard ``csv`` module;
+lines end with CRLF and the text is UTF-8 without a byte-order mark.
+
+JSON escapes control characters, so document cells never span lines; only a
+``database`` or ``collection`` name holding a line break would produce a multi-line
+(quoted) record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+
+from rigatoni_s3.events import EventFields
+from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, iso_utc
+
+_QUOTE = ord('"')
+
+
+class CsvSerializer:
+    """``.csv``: a header row, then one record per event."""
+
+    extension = "csv"
+    content_type = "text/csv"
+    compresses_internally = False
+
+    def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
+        """The event's checked envelope and its size, counting the quotes CSV doubles."""
+        row, size = envelope_row(event)
+        for document in row[4:]:
+            if document is not None:  # quoted: two enclosing quotes, each inner one doubled
+                size += 2 + document.count(_QUOTE)
+        return row, size
+
+    def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
+        """The CSV text of ``rows``, header first, as UTF-8."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(ENVELOPE_COLUMNS)
+        writer.writerows(_records(rows))
+        return out.getvalue().encode("utf-8")
+
+
+def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | None, ...]]:
+    for operation, database, collection, cluster_time, key, full, update, token in rows:
+        yield (
+            operation,
+            database,
+            collection,
+            None if cluster_time is None else iso_utc(cluster_time),
+            None if key is None else key.decode(),
+            None if full is None else full.decode(),
+            None if update is None else update.decode(),
+            None if token is None else token.decode(),
+        )
