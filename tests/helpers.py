@@ -115,8 +115,8 @@ def read_records(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
 
 
 # -- BSON lookalikes ----------------------------------------------------------------------
-# pymongo is not a test dependency: rigatoni_s3 recognises bson types by module and class
-# name, so these stand-ins exercise the same mapping.
+# Stand-ins for bson types: rigatoni_s3 recognises them by module and class name, so these
+# exercise the mapping without a pymongo import (test_jsonl also checks the real classes).
 
 
 class ObjectId:

@@ -18,6 +18,7 @@ from rigatoni_s3 import ChangeEvent
 from rigatoni_s3.errors import SerializationError
 from rigatoni_s3.events import fields_of
 from rigatoni_s3.formats.jsonl import JsonLinesSerializer
+from tests.helpers import Binary, Decimal128, Int64, ObjectId, Timestamp
 
 SERIALIZER = JsonLinesSerializer()
 
@@ -39,43 +40,6 @@ def line_of(**document: Any) -> dict[str, Any]:
     assert row.count(b"\n") == 1
     parsed: dict[str, Any] = json.loads(row)
     return parsed
-
-
-class ObjectId:
-    """Stand-in for bson.ObjectId (detected by module and class name)."""
-
-    __module__ = "bson.objectid"
-
-    def __init__(self, hex_id: str) -> None:
-        self.hex_id = hex_id
-
-    def __str__(self) -> str:
-        return self.hex_id
-
-
-class Decimal128:
-    __module__ = "bson.decimal128"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class Int64(int):
-    __module__ = "bson.int64"
-
-
-class Binary(bytes):
-    __module__ = "bson.binary"
-
-
-class Timestamp:
-    __module__ = "bson.timestamp"
-
-    def __init__(self, time: int, inc: int) -> None:
-        self.time, self.inc = time, inc
 
 
 def test_envelope_has_every_field_in_order() -> None:
