@@ -13,6 +13,7 @@ from rigatoni_s3.config import (
 )
 from rigatoni_s3.destination import S3Destination
 from rigatoni_s3.events import ChangeEvent
+from rigatoni_s3.stats import DestinationStats, LatencySummary
 
 try:
     __version__ = version("rigatoni-s3")
@@ -22,7 +23,9 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "ChangeEvent",
     "Compression",
+    "DestinationStats",
     "KeyGenerationStrategy",
+    "LatencySummary",
     "S3Config",
     "S3ConfigBuilder",
     "S3Destination",

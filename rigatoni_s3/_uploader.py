@@ -18,11 +18,13 @@ aborted so no orphan parts are left behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
 
 from aiobotocore.config import AioConfig
 from botocore import exceptions as boto_errors
@@ -69,8 +71,28 @@ def client_options(config: S3Config) -> dict[str, Any]:
             # uploads at once, each with up to PART_CONCURRENCY parts in flight
             max_pool_connections=config.max_concurrent_uploads * PART_CONCURRENCY,
             s3={"addressing_style": "path"} if config.force_path_style else None,
+            # With MD5 we send Content-MD5 ourselves and no newer checksum on top.
+            request_checksum_calculation=(
+                "when_required" if config.checksum_algorithm == "MD5" else "when_supported"
+            ),
         ),
     }
+
+
+def object_options(config: S3Config) -> dict[str, Any]:
+    """PutObject / CreateMultipartUpload parameters that every object of ``config`` carries."""
+    options: dict[str, Any] = {}
+    if config.server_side_encryption:
+        options["ServerSideEncryption"] = config.server_side_encryption
+    if config.sse_kms_key_id:
+        options["SSEKMSKeyId"] = config.sse_kms_key_id
+    if config.storage_class:
+        options["StorageClass"] = config.storage_class
+    if config.object_tags:
+        options["Tagging"] = urlencode(dict(config.object_tags))
+    if config.checksum_algorithm and config.checksum_algorithm != "MD5":
+        options["ChecksumAlgorithm"] = config.checksum_algorithm
+    return options
 
 
 def is_precondition_failed(exc: BaseException) -> bool:
@@ -90,6 +112,8 @@ class S3Uploader:
         multipart_threshold: int,
         part_size: int,
         part_concurrency: int = PART_CONCURRENCY,
+        options: dict[str, Any] | None = None,
+        content_md5: bool = False,
     ) -> None:
         self._client = client
         self.bucket = bucket
@@ -97,6 +121,8 @@ class S3Uploader:
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
         self._part_concurrency = part_concurrency
+        self._options = options or {}
+        self._content_md5 = content_md5
 
     async def write(self, key: str, obj: EncodedObject) -> int:
         """Store ``obj`` at ``key`` unless it is already there; returns requests made.
@@ -108,7 +134,9 @@ class S3Uploader:
         params = self._object_params(key, obj)
         try:
             _, attempts = await self._run(
-                lambda: self._client.put_object(Body=obj.body, IfNoneMatch="*", **params),
+                lambda: self._client.put_object(
+                    Body=obj.body, IfNoneMatch="*", **params, **self._md5_of(obj.body)
+                ),
                 describe=f"PutObject s3://{self.bucket}/{key}",
             )
         except GaveUp as gave_up:
@@ -136,6 +164,7 @@ class S3Uploader:
                         UploadId=upload_id,
                         PartNumber=number,
                         Body=body[start : start + size],
+                        **self._part_checksum(body[start : start + size]),
                     ),
                     describe=f"UploadPart {number} s3://{self.bucket}/{key}",
                 )
@@ -244,10 +273,29 @@ class S3Uploader:
             "Bucket": self.bucket,
             "Key": key,
             "ContentType": obj.content_type,
+            **self._options,
         }
         if obj.content_encoding:
             params["ContentEncoding"] = obj.content_encoding
         return params
+
+    def _md5_of(self, body: bytes) -> dict[str, str]:
+        if not self._content_md5:
+            return {}
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        return {"ContentMD5": base64.b64encode(digest).decode("ascii")}
+
+    def _part_checksum(self, part: bytes) -> dict[str, str]:
+        if "ChecksumAlgorithm" in self._options:
+            return {"ChecksumAlgorithm": self._options["ChecksumAlgorithm"]}
+        return self._md5_of(part)
+
+    async def check_bucket(self) -> None:
+        """HeadBucket once; raises the typed error of a missing or forbidden bucket."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise self.translate(exc, "", 1, 0) from exc
 
     def translate(self, exc: BaseException, key: str, attempts: int, events: int) -> UploadError:
         """The typed error for a failed upload; the library error becomes ``__cause__``."""

@@ -14,7 +14,7 @@ import importlib.util
 import ipaddress
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
@@ -175,6 +175,59 @@ def _to_optional_path(value: Any) -> Path | None:
     raise ConfigError("dead_letter_dir", f"must be a path or None, got {value!r}")
 
 
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+)
+CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME", "MD5")
+
+
+def _one_of(
+    name: str, choices: tuple[str, ...]
+) -> Callable[[object, attrs.Attribute[str | None], str | None], None]:
+    def check(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None and value not in choices:
+            raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
+
+    return check
+
+
+def _check_tags(_: object, __: attrs.Attribute[Mapping[str, str]], tags: Mapping[str, str]) -> None:
+    if len(tags) > 10:
+        raise ConfigError("object_tags", f"S3 allows at most 10 tags per object, got {len(tags)}")
+    for key, value in tags.items():
+        if (
+            not isinstance(key, str)
+            or not isinstance(value, str)
+            or not 0 < len(key) <= 128
+            or len(value) > 256
+        ):
+            raise ConfigError(
+                "object_tags", f"tag {key!r}: keys are 1-128 characters, values up to 256"
+            )
+
+
+def _check_checksum(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    if value not in CHECKSUM_ALGORITHMS:
+        raise ConfigError(
+            "checksum_algorithm", f"{value!r} is not one of {', '.join(CHECKSUM_ALGORITHMS)}"
+        )
+    if value in ("CRC32C", "CRC64NVME") and _module_missing("awscrt"):
+        raise ConfigError(
+            "checksum_algorithm", f"{value} needs the AWS CRT; install it with: pip install awscrt"
+        )
+
+
 def _check_writer_id(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not (isinstance(value, str) and _WRITER_ID_RE.match(value)):
         raise ConfigError(
@@ -251,7 +304,32 @@ class S3Config:
     check_conditional_writes: bool = True
     """At start, check that the server refuses to overwrite (``If-None-Match``); warn if not."""
 
+    server_side_encryption: str | None = attrs.field(
+        default=None, validator=_one_of("server_side_encryption", SSE_ALGORITHMS)
+    )
+    """``AES256`` (SSE-S3), ``aws:kms`` or ``aws:kms:dsse``; None keeps the bucket's default."""
+    sse_kms_key_id: str | None = None
+    """KMS key id or ARN for ``aws:kms``; None uses the AWS-managed key."""
+    storage_class: str | None = attrs.field(
+        default=None, validator=_one_of("storage_class", STORAGE_CLASSES)
+    )
+    """e.g. ``STANDARD_IA`` or ``INTELLIGENT_TIERING``; None is ``STANDARD``."""
+    object_tags: Mapping[str, str] = attrs.field(
+        factory=dict, converter=dict, validator=_check_tags
+    )
+    """Tags put on every object (at most 10)."""
+    checksum_algorithm: str | None = attrs.field(default=None, validator=_check_checksum)
+    """Integrity check sent with each upload: ``CRC32``, ``CRC32C``, ``SHA1``, ``SHA256``,
+    ``CRC64NVME``, or ``MD5`` (Content-MD5, for servers without the newer checksums).
+    None uses botocore's default (CRC32 where the server supports it)."""
+
     def __attrs_post_init__(self) -> None:
+        if self.sse_kms_key_id is not None and not (self.server_side_encryption or "").startswith(
+            "aws:kms"
+        ):
+            raise ConfigError(
+                "sse_kms_key_id", "needs server_side_encryption='aws:kms' (or 'aws:kms:dsse')"
+            )
         if self.retry_max_delay < self.retry_base_delay:
             raise ConfigError("retry_max_delay", "must be >= retry_base_delay")
         if self.max_batch_bytes > self.max_buffer_bytes:
@@ -384,6 +462,19 @@ class S3ConfigBuilder:
 
     def check_conditional_writes(self, value: bool) -> Self:
         return self._set("check_conditional_writes", value)
+
+    def server_side_encryption(self, algorithm: str | None, kms_key_id: str | None = None) -> Self:
+        self._set("server_side_encryption", algorithm)
+        return self._set("sse_kms_key_id", kms_key_id)
+
+    def storage_class(self, value: str | None) -> Self:
+        return self._set("storage_class", value)
+
+    def object_tags(self, tags: Mapping[str, str]) -> Self:
+        return self._set("object_tags", tags)
+
+    def checksum_algorithm(self, value: str | None) -> Self:
+        return self._set("checksum_algorithm", value)
 
     def build(self) -> S3Config:
         """Validate and return the config; raises :class:`~rigatoni_s3.errors.ConfigError`."""

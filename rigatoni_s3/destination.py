@@ -38,7 +38,7 @@ from rigatoni_s3._encoder import EncodedObject, Encoder
 from rigatoni_s3._flusher import Flusher
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import GaveUp, RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options
+from rigatoni_s3._uploader import S3Uploader, client_options, object_options
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.deadletter import save_dead_letter
@@ -54,6 +54,7 @@ from rigatoni_s3.errors import (
 from rigatoni_s3.events import ChangeEvent
 from rigatoni_s3.formats import serializer_for
 from rigatoni_s3.keys import file_name, object_key
+from rigatoni_s3.stats import Counters, DestinationStats
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class S3Destination:
         self._crash: DeliveryError | None = None
         self._retry_round: asyncio.TimerHandle | None = None
         self._objects_sealed = 0
+        self._counters = Counters()
         self._state = "new"
         self._start_lock = asyncio.Lock()
         self._closed = asyncio.Event()
@@ -135,6 +137,8 @@ class S3Destination:
                 self._retry.run,
                 multipart_threshold=self.config.multipart_threshold,
                 part_size=self.config.multipart_part_size,
+                options=object_options(self.config),
+                content_md5=self.config.checksum_algorithm == "MD5",
             )
             try:
                 if self.config.check_conditional_writes:
@@ -208,7 +212,9 @@ class S3Destination:
                 raise DestinationClosedError("the destination was closed while this write waited")
             ticket = self._progress.open(prepared.accepted, prepared.last_resume_token)
             self._buffers.add(ticket, prepared)
+            self._counters.events_accepted += prepared.accepted
         if prepared.rejected:
+            self._counters.events_rejected += len(prepared.rejected)
             raise RejectedEventsError(prepared.rejected, prepared.accepted)
 
     def _make_room(self, nbytes: int) -> None:
@@ -256,11 +262,14 @@ class S3Destination:
             error.__cause__ = exc
             self._keep_for_retry(buffer, error)
             return
+        started = loop.time()
         try:
             attempts = await uploader.write(buffer.key, obj)
         except Exception as exc:
             gave_up = exc if isinstance(exc, GaveUp) else GaveUp(exc, 1)  # e.g. a botocore bug
             buffer.attempts += gave_up.attempts
+            self._counters.retries += gave_up.attempts - 1
+            self._counters.failures += 1
             error = uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events)
             if self.config.dead_letter_dir is not None and await self._save_dead_letter(
                 buffer, obj, error
@@ -271,6 +280,13 @@ class S3Destination:
                 self._keep_for_retry(buffer, error)
             return
         buffer.attempts += attempts
+        counters = self._counters
+        counters.retries += attempts - 1
+        counters.objects_written += 1
+        counters.events_uploaded += buffer.events
+        counters.bytes_uploaded += len(obj.body)
+        counters.bytes_uploaded_raw += obj.raw_bytes
+        counters.latencies.append(loop.time() - started)
         self._done(buffer)
         log.debug(
             "object written",
@@ -313,6 +329,7 @@ class S3Destination:
             error,
             extra={"key": buffer.key, "events": buffer.events, "path": str(path)},
         )
+        self._counters.events_dead_lettered += buffer.events
         self._done(buffer)
         return True
 
@@ -428,6 +445,21 @@ class S3Destination:
         log.info(
             "destination closed", extra={"bucket": self.config.bucket, "writer_id": self.writer_id}
         )
+
+    def stats(self) -> DestinationStats:
+        """A frozen snapshot of the counters: events, bytes, objects, retries, latency."""
+        return self._counters.snapshot(self._buffers.held_bytes)
+
+    async def health_check(self) -> None:
+        """Check that the bucket exists and these credentials reach it (HeadBucket).
+
+        Raises :class:`~rigatoni_s3.errors.BucketNotFoundError` or
+        :class:`~rigatoni_s3.errors.AccessDeniedError` saying what to fix. HeadBucket
+        needs ``s3:ListBucket`` on the bucket, which writing alone does not.
+        """
+        await self.start()
+        assert self._uploader is not None
+        await self._uploader.check_bucket()
 
     @property
     def durable_resume_token(self) -> Any:

@@ -123,10 +123,8 @@ class UploadError(DeliveryError):
         self.events = events
         self.reason = reason
         hint = f" {self.hint}" if self.hint else ""
-        super().__init__(
-            f"could not write s3://{bucket}/{key} ({events} events) after "
-            f"{attempts} attempt(s): {reason}.{hint}"
-        )
+        what = f"write s3://{bucket}/{key} ({events} events)" if key else f"reach s3://{bucket}"
+        super().__init__(f"could not {what} after {attempts} attempt(s): {reason}.{hint}")
 
 
 class BucketNotFoundError(UploadError):
@@ -139,8 +137,9 @@ class AccessDeniedError(UploadError):
     """The credentials are not allowed to write to the bucket."""
 
     hint = (
-        "Grant s3:PutObject on arn:aws:s3:::<bucket>/* (and s3:AbortMultipartUpload for "
-        "large objects) to these credentials, or check the bucket policy and KMS key policy."
+        "Grant s3:PutObject, s3:GetObject and s3:AbortMultipartUpload on "
+        "arn:aws:s3:::<bucket>/* (health_check also needs s3:ListBucket on the bucket) to "
+        "these credentials, or check the bucket policy and the KMS key policy."
     )
 
 

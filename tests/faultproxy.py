@@ -21,11 +21,15 @@ SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 INTERNAL = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
-FAULTS = ("503", "500", "reset", "reset_after", "delay")
+FAULTS = ("503", "500", "403", "reset", "reset_after", "delay")
 _HOP_HEADERS = {"transfer-encoding", "connection", "keep-alive", "content-length"}
 
 
@@ -113,6 +117,8 @@ class FaultProxy:
             self.held -= 1
         if action == "503":
             return web.Response(status=503, body=SLOWDOWN, content_type="application/xml")
+        if action == "403":
+            return web.Response(status=403, body=DENIED, content_type="application/xml")
         if action == "500":
             return web.Response(status=500, body=INTERNAL, content_type="application/xml")
         if action == "reset":

@@ -12,7 +12,9 @@ def test_all_is_exactly_the_public_api() -> None:
     assert set(rigatoni_s3.__all__) == {
         "ChangeEvent",
         "Compression",
+        "DestinationStats",
         "KeyGenerationStrategy",
+        "LatencySummary",
         "S3Config",
         "S3ConfigBuilder",
         "S3Destination",
