@@ -185,6 +185,13 @@ def _iso(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def _kept(json_bytes: bytes) -> bytes:
+    """A right-sized copy for rows that stay buffered: orjson's output objects keep a
+    capacity of several KiB, which would make a small row cost far more memory than
+    ``max_buffer_bytes`` accounts for."""
+    return bytes(memoryview(json_bytes))
+
+
 def _has_nonfinite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
@@ -248,10 +255,10 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
         raise SerializationError(
             f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
         )
-    key_json = None if key is None else dumps(key, "document_key")
-    full_json = None if full is None else dumps(full, "full_document")
-    update_json = None if update is None else dumps(update, "update_description")
-    token_json = None if token is None else dumps(token, "resume_token")
+    key_json = None if key is None else _kept(dumps(key, "document_key"))
+    full_json = None if full is None else _kept(dumps(full, "full_document"))
+    update_json = None if update is None else _kept(dumps(update, "update_description"))
+    token_json = None if token is None else _kept(dumps(token, "resume_token"))
     size = _ROW_OVERHEAD + len(operation)
     for part in (database, collection, key_json, full_json, update_json, token_json):
         if part is not None:

@@ -1,0 +1,406 @@
+"""One measured run, in a process of its own.
+
+``run.py`` starts this script once per run and passes a :class:`~measure.RunSpec`
+as JSON on stdin; the result comes back as one JSON line on stdout. A process
+per run keeps peak RSS, heap and thread pools of one configuration out of the
+next one's numbers.
+
+Kinds of run:
+
+``ours``      S3Destination driven through its public API by an async producer.
+``baseline``  What naive code does: sync boto3, ``json.dumps`` per event, gzip,
+              one PutObject per batch.
+``s3-floor``  Plain aioboto3 PUTs of given object sizes and nothing else: the
+              time the S3 server alone needs for the bytes ``ours`` stored.
+``stages``    The encode stage alone (no S3, no event loop), per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import gc
+import gzip
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from generator import EventPool, RawEvent, build_pool
+from measure import (
+    Distribution,
+    LoopLagMonitor,
+    RunSpec,
+    cpu_seconds,
+    reset_peak_rss,
+    rss_kib,
+    ru_maxrss_kib,
+)
+
+from rigatoni_s3 import S3Destination
+from rigatoni_s3.testing import S3Endpoint
+
+FLOOR_ROUNDS = 3
+"""The S3 floor PUTs its objects this many times and reports the fastest round."""
+
+
+class _Timed:
+    """Wraps the batch iterator to count the producer's own time apart from the writer's."""
+
+    def __init__(self, batches: Iterator[list[RawEvent]]) -> None:
+        self._batches = batches
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[list[RawEvent]]:
+        while True:
+            start = time.perf_counter()
+            batch = next(self._batches, None)
+            self.seconds += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
+
+
+class _Window:
+    """Wall time, CPU time and peak RSS of the measured part of a run only."""
+
+    def __enter__(self) -> _Window:
+        self.rss_before_kib = rss_kib()[0]
+        self.peak_reset = reset_peak_rss()
+        self.cpu = cpu_seconds()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall_s = time.perf_counter() - self.start
+        self.cpu_s = cpu_seconds() - self.cpu
+        self.peak_rss_kib = rss_kib()[1]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "rss_before_kib": self.rss_before_kib,
+            "peak_rss_kib": self.peak_rss_kib,
+            "peak_rss_is_window_only": self.peak_reset,
+            "ru_maxrss_kib": ru_maxrss_kib(),
+        }
+
+
+def _load_pool(spec: RunSpec) -> EventPool:
+    """The same pool in every child: building it is not part of any measurement."""
+    pool = build_pool(spec.pool_size, hours=spec.hours, seed=spec.seed)
+    # The pool lives for the whole run; keep the collector from walking it over and
+    # over, which the writer under test would otherwise pay for.
+    gc.collect()
+    gc.freeze()
+    return pool
+
+
+# -- ours -------------------------------------------------------------------------------
+
+
+async def run_ours(spec: RunSpec) -> dict[str, Any]:
+    """Drive S3Destination like an application would: write_batch calls, then close()."""
+    pool = _load_pool(spec)
+    endpoint = S3Endpoint(spec.endpoint_url)
+    config = endpoint.config(
+        spec.bucket, format=spec.format, compression=spec.compression, **spec.options
+    )
+    profiler = _ThreadProfiler() if spec.profile_path else None
+    if profiler is not None:
+        profiler.install()
+    destination = S3Destination(config)
+    await destination.start()  # opening the client is a one-off, not per event
+    batches = _Timed(pool.batches(spec.events, spec.batch_size))
+    latencies: list[float] = []
+    monitor = LoopLagMonitor()
+    gc.collect()  # not while the ticker runs: a full collection would read as loop lag
+    monitor.start()
+    await asyncio.sleep(0.01)  # let the ticker take its first sample
+    with _Window() as window:
+        if profiler is not None:
+            profiler.main.enable()
+        for batch in batches:
+            start = time.perf_counter()
+            await destination.write_batch(batch)
+            latencies.append(time.perf_counter() - start)
+        closing = time.perf_counter()
+        await destination.close()
+        close_s = time.perf_counter() - closing
+        if profiler is not None:
+            profiler.main.disable()
+    await monitor.stop()
+    if profiler is not None and spec.profile_path:
+        profiler.dump(spec.profile_path)
+    stored = _stored_objects(endpoint, spec.bucket)
+    return {
+        **window.report(),
+        "events": spec.events,
+        "input_bytes": pool.input_bytes(spec.events),
+        "producer_s": batches.seconds,
+        "close_s": close_s,
+        "write_batch": _dist(latencies),
+        "loop_lag": _dist(monitor.lags),
+        **stored,
+    }
+
+
+class _ThreadProfiler:
+    """cProfile for the event loop thread and for every encode thread of the destination.
+
+    cProfile sees one thread only, so the destination's executor is swapped for one
+    whose threads each run their own profiler; the profiles are merged at the end.
+    This relies on ``rigatoni_s3.destination`` creating a ``ThreadPoolExecutor`` in
+    ``start()``; if that changes, ``--profile`` needs to follow.
+    """
+
+    def __init__(self) -> None:
+        self.main = cProfile.Profile()
+        self.threads: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        import rigatoni_s3.destination as destination_module
+
+        profiler = self
+
+        def start_thread_profile() -> None:
+            thread_profile = cProfile.Profile()
+            with profiler._lock:
+                profiler.threads.append(thread_profile)
+            thread_profile.enable()
+
+        class ProfiledExecutor(ThreadPoolExecutor):
+            def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+                super().__init__(max_workers, thread_name_prefix, start_thread_profile)
+
+        # Patched for this profiling process only; S3Destination looks the name up at start().
+        setattr(destination_module, "ThreadPoolExecutor", ProfiledExecutor)  # noqa: B010
+
+    def dump(self, path: str) -> None:
+        import pstats
+
+        for thread in threading.enumerate():  # the executor was shut down without waiting
+            if thread.name.startswith("rigatoni-s3-encode"):
+                thread.join(timeout=5)
+        stats = pstats.Stats(self.main)
+        for thread_profile in self.threads:
+            stats.add(thread_profile)
+        stats.dump_stats(path)
+
+
+# -- baseline ---------------------------------------------------------------------------
+
+
+def run_baseline(spec: RunSpec) -> dict[str, Any]:
+    """The yardstick: what a few lines of naive synchronous code achieve."""
+    pool = _load_pool(spec)
+    endpoint = S3Endpoint(spec.endpoint_url)
+    endpoint.create_bucket(spec.bucket)
+    client = endpoint.client()
+    batches = _Timed(pool.batches(spec.events, spec.batch_size))
+    latencies: list[float] = []
+    gc.collect()
+    with _Window() as window:
+        for number, batch in enumerate(batches):
+            start = time.perf_counter()
+            lines = "\n".join(json.dumps(event, default=str) for event in batch)
+            body = gzip.compress(lines.encode(), compresslevel=spec.gzip_level)
+            client.put_object(Bucket=spec.bucket, Key=f"events/{number:08d}.jsonl.gz", Body=body)
+            latencies.append(time.perf_counter() - start)
+    stored = _stored_objects(endpoint, spec.bucket)
+    return {
+        **window.report(),
+        "events": spec.events,
+        "input_bytes": pool.input_bytes(spec.events),
+        "producer_s": batches.seconds,
+        "write_batch": _dist(latencies),
+        "loop_lag": None,
+        **stored,
+    }
+
+
+# -- S3 floor ---------------------------------------------------------------------------
+
+
+async def run_s3_floor(spec: RunSpec) -> dict[str, Any]:
+    """Only the PUTs: if this is close to a run's time, the server is the limit, not us."""
+    endpoint = S3Endpoint(spec.endpoint_url)
+    endpoint.create_bucket(spec.bucket)
+    sizes = spec.object_sizes
+    blob = os.urandom(max(sizes, default=0))
+    bodies = [blob[:size] for size in sizes]  # built before the clock starts
+    session = aioboto3.Session()
+    options = {
+        "endpoint_url": endpoint.url,
+        "region_name": endpoint.region,
+        "aws_access_key_id": endpoint.access_key_id,
+        "aws_secret_access_key": endpoint.secret_access_key,
+        # The same client settings as S3Destination: no botocore retries, path style.
+        "config": AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=spec.concurrency,
+            s3={"addressing_style": "path"},
+        ),
+    }
+    async with session.client("s3", **options) as client:
+        slots = asyncio.Semaphore(spec.concurrency)
+
+        async def put(key: str, body: bytes) -> None:
+            async with slots:
+                await client.put_object(
+                    Bucket=spec.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+                )
+
+        rounds: list[dict[str, Any]] = []
+        for round_number in range(FLOOR_ROUNDS):  # short and noisy: keep the best round
+            gc.collect()
+            keys = [
+                f"shop/orders/2025/03/03/06/{n:013d}-floor-{round_number}-{n:06d}.jsonl.zst"
+                for n in range(len(bodies))
+            ]
+            with _Window() as window:
+                await asyncio.gather(*(put(k, b) for k, b in zip(keys, bodies, strict=True)))
+            rounds.append(window.report())
+    _stored_objects(endpoint, spec.bucket)
+    best = min(rounds, key=lambda r: float(r["wall_s"]))
+    return {
+        **best,
+        "rounds": len(rounds),
+        "round_walls_s": [r["wall_s"] for r in rounds],
+        "objects": len(sizes),
+        "stored_bytes": sum(sizes),
+    }
+
+
+# -- stages -----------------------------------------------------------------------------
+
+
+def run_stages(spec: RunSpec) -> dict[str, Any]:
+    """µs per event of each encode step, on the producer's batches, without S3.
+
+    Uses the private encode stage (``rigatoni_s3._encoder``) on purpose: it is the
+    pure function the thread pool runs, and this is its cost without any I/O.
+    """
+    from datetime import UTC, datetime
+
+    from rigatoni_s3 import S3Config
+    from rigatoni_s3._encoder import Encoder
+    from rigatoni_s3.compression import codec_for
+    from rigatoni_s3.events import fields_of
+    from rigatoni_s3.formats import serializer_for
+
+    pool = _load_pool(spec)
+    config = S3Config(
+        bucket="stages", region="us-east-1", format=spec.format, compression=spec.compression
+    )
+    serializer = serializer_for(config.format, config.compression)
+    encoder = Encoder(serializer, codec_for(config.compression), config.key_strategy)
+    batches = list(pool.batches(spec.events, spec.batch_size))
+    now = datetime.now(UTC)
+    fields = [[fields_of(event) for event in batch] for batch in batches]
+    prepared = [encoder.prepare(batch, now) for batch in batches]
+    # Whole partitions, as the flusher sees them once buffers fill (no batch limit here).
+    partitions: dict[Any, list[Any]] = {}
+    for batch in prepared:
+        for key, part in batch.partitions.items():
+            partitions.setdefault(key, []).extend(part.rows)
+    bodies = [serializer.serialize(rows) for rows in partitions.values()]
+    codec = codec_for(config.compression)
+    # The inputs stay alive; keep the collector from walking them during the timings.
+    gc.collect()
+    gc.freeze()
+
+    def best_of_3(step: Callable[[], None]) -> float:
+        """Seconds of the fastest of 3 runs of ``step``, which keeps none of its results."""
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def each(function: Callable[[Any], object], inputs: list[Any]) -> Callable[[], None]:
+        def step() -> None:
+            for item in inputs:
+                function(item)
+
+        return step
+
+    flat_events = [event for batch in batches for event in batch]
+    flat_fields = [f for batch in fields for f in batch]
+    partition_rows = list(partitions.values())
+    results = {
+        "fields_of": best_of_3(each(fields_of, flat_events)),
+        "encode_event": best_of_3(each(serializer.encode_event, flat_fields)),
+        "prepare": best_of_3(each(lambda batch: encoder.prepare(batch, now), batches)),
+        "serialize": best_of_3(each(serializer.serialize, partition_rows)),
+        "compress": best_of_3(each(codec.compress, bodies)),
+        "encode": best_of_3(each(lambda rows: encoder.encode(rows, 0), partition_rows)),
+    }
+    return {
+        "events": spec.events,
+        "us_per_event": {step: s / spec.events * 1e6 for step, s in results.items()},
+        "objects": len(partitions),
+        "raw_bytes": sum(len(b) for b in bodies),
+    }
+
+
+# -- shared -----------------------------------------------------------------------------
+
+
+def _dist(seconds: list[float]) -> dict[str, Any] | None:
+    dist = Distribution.of(seconds)
+    return (
+        None
+        if dist is None
+        else {
+            "p50_ms": dist.p50_ms,
+            "p99_ms": dist.p99_ms,
+            "max_ms": dist.max_ms,
+            "samples": dist.samples,
+        }
+    )
+
+
+def _stored_objects(endpoint: S3Endpoint, bucket: str) -> dict[str, Any]:
+    """Sizes of every object in ``bucket``; then empty and delete it to keep the server lean."""
+    client = endpoint.client()
+    sizes: list[int] = []
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            sizes.append(int(obj["Size"]))
+            keys.append(str(obj["Key"]))
+    for start in range(0, len(keys), 1000):
+        client.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+        )
+    client.delete_bucket(Bucket=bucket)
+    return {"objects": len(sizes), "stored_bytes": sum(sizes), "object_sizes": sizes}
+
+
+def main() -> None:
+    spec = RunSpec.from_json(json.load(sys.stdin))
+    result: dict[str, Any]
+    if spec.kind == "ours":
+        result = asyncio.run(run_ours(spec))
+    elif spec.kind == "baseline":
+        result = run_baseline(spec)
+    elif spec.kind == "s3-floor":
+        result = asyncio.run(run_s3_floor(spec))
+    else:
+        result = run_stages(spec)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
