@@ -5,6 +5,10 @@ Rows wait in one :class:`PartitionBuffer` per partition until the buffer reaches
 first row (a timer per buffer, not a polling loop). Then it is *sealed*: handed
 over for upload as one object.
 
+A change stream is ordered, so when a collection sends an event from a later hour
+(or day), its buffers of earlier periods are complete and are sealed at once
+rather than waiting for their timer; a late event simply opens a new buffer.
+
 Memory is counted from the moment rows are accepted until their object is written.
 A writer that would push the total past ``max_buffer_bytes`` waits, in arrival
 order, until uploads release enough (backpressure). A batch larger than the whole
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -70,6 +74,8 @@ class BufferSet:
         self._interval = flush_interval
         self._on_sealed = on_sealed
         self._open: dict[PartitionKey, PartitionBuffer] = {}
+        self._newest_period: dict[str | None, int] = {}
+        """Latest time bucket seen per collection, to seal the buckets it supersedes."""
         self._waiters: deque[_Waiter] = deque()
         self.held_bytes = 0
         """Bytes accepted and not yet written (open buffers, sealed and failed batches)."""
@@ -149,6 +155,7 @@ class BufferSet:
 
     def add(self, ticket: int, prepared: PreparedEvents) -> None:
         """Append prepared rows to their buffers (bytes already reserved), sealing full ones."""
+        self._seal_superseded(prepared.partitions)
         for partition, part in prepared.partitions.items():
             rows, cumulative = part.rows, part.cumulative_bytes
             start, total = 0, len(rows)
@@ -172,6 +179,26 @@ class BufferSet:
                 start = end
                 if buffer.events >= self._max_events or buffer.nbytes >= self._max_bytes:
                     self.seal(buffer)
+
+    def _seal_superseded(self, partitions: Iterable[PartitionKey]) -> None:
+        """Seal open buffers whose collection has moved on to a later period."""
+        moved = False
+        for partition in partitions:
+            period = partition.period_start
+            if period is not None and period > self._newest_period.get(
+                partition.collection, period - 1
+            ):
+                self._newest_period[partition.collection] = period
+                moved = True
+        if not moved:
+            return
+        for buffer in list(self._open.values()):
+            key = buffer.partition
+            if (
+                key.period_start is not None
+                and key.period_start < self._newest_period[key.collection]
+            ):
+                self.seal(buffer)
 
     def seal(self, buffer: PartitionBuffer) -> None:
         """Close ``buffer`` to new rows and hand it over for upload."""

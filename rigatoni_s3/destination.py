@@ -440,7 +440,10 @@ class S3Destination:
                 raise failure
             keys = ", ".join(b.key for b in undelivered[:5])
             raise UndeliveredError(
-                [failure], sum(b.events for b in undelivered), f" Keys: {keys}." if keys else ""
+                [failure],
+                sum(b.events for b in undelivered),
+                len(undelivered),
+                f" Keys: {keys}." if keys else "",
             ) from failure
         log.info(
             "destination closed", extra={"bucket": self.config.bucket, "writer_id": self.writer_id}

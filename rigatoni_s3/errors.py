@@ -175,16 +175,19 @@ class DeadLetteredError(DeliveryError):
 class UndeliveredError(DeliveryError):
     """``close()`` finished with events that could not be written.
 
-    ``failures`` lists the last error of every object that was not written, and
-    ``events`` counts the events in them.
+    ``failures`` holds the error that ended the final flush; ``events`` and ``objects``
+    count what is still held in memory.
     """
 
-    def __init__(self, failures: Sequence[DeliveryError], events: int, detail: str = "") -> None:
+    def __init__(
+        self, failures: Sequence[DeliveryError], events: int, objects: int, detail: str = ""
+    ) -> None:
         self.failures = tuple(failures)
         self.events = events
+        self.objects = objects
         first = f" First failure: {failures[0]}" if failures else ""
         super().__init__(
-            f"{events} event(s) in {len(failures)} object(s) were not delivered.{detail}{first}"
+            f"{events} event(s) in {objects} object(s) were not delivered.{detail}{first}"
         )
 
 

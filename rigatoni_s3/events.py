@@ -66,6 +66,9 @@ class EventFields(NamedTuple):
 
 def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
     """The envelope of a ChangeEvent or of a raw change-stream document."""
+    if type(event) is dict:  # the common case, checked before the slower ABC test
+        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event)
+        return EventFields(op, db, coll, cluster_time, key, full, update, token)
     if isinstance(event, ChangeEvent):
         return EventFields(
             event.operation,
@@ -95,7 +98,7 @@ def fields_of_raw(
             "not a change-stream document: 'operationType' is missing or not a string"
         )
     ns = doc.get("ns") or {}
-    if not isinstance(ns, Mapping):
+    if type(ns) is not dict and not isinstance(ns, Mapping):
         raise InvalidEventError(f"'ns' must be a mapping, got {type(ns).__name__}")
     database, collection = ns.get("db"), ns.get("coll")
     for name, value in (("ns.db", database), ("ns.coll", collection)):
@@ -122,7 +125,11 @@ def cluster_time_of(value: Any) -> datetime | None:
     """
     if value is None:
         return None
-    if isinstance(value, datetime):
+    if type(value) is dict:
+        timestamp = value.get("$timestamp")
+        if isinstance(timestamp, Mapping) and isinstance(timestamp.get("t"), int):
+            return datetime.fromtimestamp(timestamp["t"], tz=UTC)
+    elif isinstance(value, datetime):
         return _to_utc(value)
     seconds = getattr(value, "time", None)
     if isinstance(seconds, int) and hasattr(value, "inc"):

@@ -56,7 +56,8 @@ class FaultProxy:
     async def start(self) -> str:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # auto_decompress=False: forward gzip/zstd bodies as sent, never decoded in transit.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -140,6 +141,8 @@ class FaultProxy:
         ) as response:
             payload = await response.read()
             out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
+            if request.method == "HEAD" and "Content-Length" in response.headers:
+                out["Content-Length"] = response.headers["Content-Length"]
             self.counts["forwarded"] += 1
             return response.status, out, payload
 

@@ -40,11 +40,16 @@ def ids_in(client: Any, bucket: str) -> Counter[int]:
     return Counter(record["document_key"]["_id"] for _, record in iter_jsonl(client, bucket))
 
 
+@pytest.mark.parametrize("compression", ["none", "zstd", "gzip"])
 async def test_retry_after_lost_response_is_not_a_duplicate(
-    make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
+    make_proxied_config: MakeConfig,
+    fault_proxy: FaultProxy,
+    s3_client: Any,
+    bucket: str,
+    compression: str,
 ) -> None:
     """The server stored the object but the reply was lost: the retry's 412 counts as done."""
-    async with S3Destination(make_proxied_config(max_retries=3)) as dest:
+    async with S3Destination(make_proxied_config(max_retries=3, compression=compression)) as dest:
         fault_proxy.fail_next(["reset_after"])
         await dest.write_batch(raw_events(50))
         await dest.flush()

@@ -360,3 +360,20 @@ async def test_cancelled_writer_leaves_no_trace(
             fault_proxy.release()
         await dest.write_batch(raw_events(10, start=900))
     assert sorted(ids_in(s3_client, bucket)) == [*range(40), *range(900, 910)]
+
+
+async def test_a_later_hour_seals_the_earlier_one(
+    make_config: MakeConfig, s3_client: Any, bucket: str
+) -> None:
+    """Once a collection sends an event from 11:00, its 10:00 buffer is written without waiting."""
+    ten = [raw_event(n, "users", BASE_TIME + timedelta(minutes=n)) for n in range(5)]
+    eleven = [raw_event(100, "users", BASE_TIME + timedelta(hours=1))]
+    other = [raw_event(200, "orders", BASE_TIME)]
+    async with S3Destination(make_config()) as dest:
+        await dest.write_batch(ten + other)
+        await dest.write_batch(eleven)
+        keys = await wait_for_objects(s3_client, bucket, 1)
+        assert len(keys) == 1
+        assert keys[0].startswith("users/2025/01/15/10/")
+        assert sorted(ids_in(s3_client, bucket)) == [0, 1, 2, 3, 4]
+    assert len(list_keys(s3_client, bucket)) == 3  # orders/10 and users/11 on close
