@@ -155,7 +155,6 @@ class BufferSet:
 
     def add(self, ticket: int, prepared: PreparedEvents) -> None:
         """Append prepared rows to their buffers (bytes already reserved), sealing full ones."""
-        self._seal_superseded(prepared.partitions)
         for partition, part in prepared.partitions.items():
             rows, cumulative = part.rows, part.cumulative_bytes
             start, total = 0, len(rows)
@@ -179,6 +178,7 @@ class BufferSet:
                 start = end
                 if buffer.events >= self._max_events or buffer.nbytes >= self._max_bytes:
                     self.seal(buffer)
+        self._seal_superseded(prepared.partitions)  # after adding: a batch may span an hour
 
     def _seal_superseded(self, partitions: Iterable[PartitionKey]) -> None:
         """Seal open buffers whose collection has moved on to a later period."""
