@@ -82,10 +82,6 @@ class BufferSet:
         self.open_bytes = 0
         """Bytes in open buffers only."""
 
-    @property
-    def open_buffers(self) -> int:
-        return len(self._open)
-
     # -- backpressure ---------------------------------------------------------------
 
     async def reserve(
@@ -136,10 +132,6 @@ class BufferSet:
                 waiter.future.set_exception(error)
                 told = True
         return told
-
-    @property
-    def writers_waiting(self) -> bool:
-        return bool(self._waiters)
 
     def _fits(self, nbytes: int) -> bool:
         return self.held_bytes + nbytes <= self._max_held or self.held_bytes == 0

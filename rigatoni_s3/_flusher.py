@@ -41,10 +41,6 @@ class Flusher:
         """Queue a sealed buffer for delivery."""
         self._queue.put_nowait(buffer)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._deliveries) + self._queue.qsize()
-
     async def stop(self) -> None:
         """Stop taking work and wait for deliveries already started."""
         if self._task is not None:
