@@ -140,3 +140,22 @@ async def test_logs_carry_structured_fields(
     assert (record.events, record.bucket) == (5, dest.config.bucket)
     assert record.key.endswith(".jsonl")
     assert record.bytes == record.raw_bytes > 0
+
+
+async def test_prometheus_collector_exposes_the_stats(make_config: MakeConfig) -> None:
+    """A scrape shows the same counters as stats(), labelled with bucket and writer id."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rigatoni_s3.metrics import PrometheusCollector
+
+    registry = CollectorRegistry()
+    async with S3Destination(make_config()) as dest:
+        registry.register(PrometheusCollector(dest))
+        await dest.write_batch(raw_events(30))
+        await dest.flush()
+        text = generate_latest(registry).decode()
+    labels = f'bucket="{dest.config.bucket}",writer_id="{dest.writer_id}"'
+    assert f"rigatoni_s3_events_uploaded_total{{{labels}}} 30.0" in text
+    assert f"rigatoni_s3_objects_written_total{{{labels}}} 1.0" in text
+    assert f"rigatoni_s3_events_buffered{{{labels}}} 0.0" in text
+    assert "rigatoni_s3_upload_latency_p99_seconds" in text
