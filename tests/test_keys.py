@@ -126,3 +126,19 @@ def test_no_collection_name_escapes_its_prefix(name: str) -> None:
         assert len(segments) == expected_depth[strategy]
         if strategy is K.HIVE_PARTITIONED:
             assert segments[1].count("=") == 1
+
+
+def test_readme_example_keys_are_what_the_code_produces() -> None:
+    """The README's table of real keys matches object_key for every strategy."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `(events/[^`]+)` \|$", readme, flags=re.MULTILINE))
+    assert set(rows) == {strategy.name for strategy in K}
+    when = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
+    name = file_name(1736937000000, "3fa2b0c41d9e", 1, "jsonl.zst")
+    for strategy in K:
+        assert rows[strategy.name] == object_key(
+            "events", strategy, partition_of(strategy, "users", when), name
+        )
