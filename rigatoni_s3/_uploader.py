@@ -132,16 +132,17 @@ class S3Uploader:
         if len(obj.body) >= self._multipart_threshold:
             return await self._write_multipart(key, obj)
         params = self._object_params(key, obj)
+        if self._content_md5:  # hashing a large body would stall the event loop
+            params.update(await asyncio.to_thread(self._md5_of, obj.body))
         try:
             _, attempts = await self._run(
-                lambda: self._client.put_object(
-                    Body=obj.body, IfNoneMatch="*", **params, **self._md5_of(obj.body)
-                ),
+                lambda: self._client.put_object(Body=obj.body, IfNoneMatch="*", **params),
                 describe=f"PutObject s3://{self.bucket}/{key}",
             )
         except GaveUp as gave_up:
             if is_precondition_failed(gave_up.cause):
-                return await self._reconcile(key, obj.body, _md5_etag(obj.body), gave_up)
+                etag = await asyncio.to_thread(_md5_etag, obj.body)
+                return await self._reconcile(key, obj.body, etag, gave_up)
             raise
         return attempts
 
@@ -157,14 +158,16 @@ class S3Uploader:
 
         async def send_part(number: int, start: int) -> tuple[dict[str, Any], int]:
             async with slots:
+                part_body = body[start : start + size]  # one copy per part, only while it is sent
+                checksum = await asyncio.to_thread(self._part_checksum, part_body)
                 response, tries = await self._run(
                     lambda: self._client.upload_part(
                         Bucket=self.bucket,
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
-                        Body=body[start : start + size],
-                        **self._part_checksum(body[start : start + size]),
+                        Body=part_body,
+                        **checksum,
                     ),
                     describe=f"UploadPart {number} s3://{self.bucket}/{key}",
                 )
@@ -199,7 +202,7 @@ class S3Uploader:
             await asyncio.shield(self._abort(key, upload_id))
             if is_precondition_failed(gave_up.cause):
                 return attempts + await self._reconcile(
-                    key, body, _multipart_etag(body, size), gave_up
+                    key, body, await asyncio.to_thread(_multipart_etag, body, size), gave_up
                 )
             raise
         except BaseException:
