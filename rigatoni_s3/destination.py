@@ -97,6 +97,7 @@ class S3Destination:
         self._dead_letters: list[tuple[int, UploadError]] = []
         self._crash: DeliveryError | None = None
         self._retry_round: asyncio.TimerHandle | None = None
+        self._flush_called_at = float("-inf")
         self._objects_sealed = 0
         self._counters = Counters()
         self._state = "new"
@@ -271,6 +272,11 @@ class S3Destination:
             self._counters.retries += gave_up.attempts - 1
             self._counters.failures += 1
             error = uploader.translate(gave_up.cause, buffer.key, buffer.attempts, buffer.events)
+            if isinstance(error, RetriesExhaustedError) and started < self._flush_called_at:
+                # Its retries began before someone asked for a flush (say, once S3 came
+                # back): that flush deserves a full round of attempts, not a stale verdict.
+                self._flusher.submit(buffer)
+                return
             if self.config.dead_letter_dir is not None and await self._save_dead_letter(
                 buffer, obj, error
             ):
@@ -391,14 +397,16 @@ class S3Destination:
         """Return once every event accepted before this call is durably in S3.
 
         Buffers are sealed regardless of their thresholds, and objects that failed
-        before are tried again. Raises the :class:`~rigatoni_s3.errors.DeliveryError`
-        of an object that still cannot be written; its events stay buffered.
+        before are tried again; an object whose attempts began before this call gets a
+        fresh round. Raises the :class:`~rigatoni_s3.errors.DeliveryError` of an object
+        that still cannot be written; its events stay buffered.
         """
         if self._crash is not None:
             raise self._crash
         if self._state == "new":
             return
         target = self._progress.last_ticket
+        self._flush_called_at = asyncio.get_running_loop().time()
         self._buffers.seal_all()
         self._resubmit_failed()
         await self._progress.wait_for(target)

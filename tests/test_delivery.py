@@ -274,6 +274,27 @@ async def test_server_down_bounds_memory_and_recovers(
     assert set(counts.values()) == {1}
 
 
+async def test_flush_after_recovery_retries_what_failed_before_it(
+    make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
+) -> None:
+    """An attempt whose failure was decided before flush() was called does not fail it."""
+    config = make_proxied_config(max_batch_events=10, max_retries=0)
+    async with S3Destination(config) as dest:
+        fault_proxy.fail_next(["503"])
+        fault_proxy.hold()
+        await dest.write_batch(raw_events(10))  # a full batch: sealed and sent at once
+        async with asyncio.timeout(10):
+            while not fault_proxy.held:  # the request is in, its 503 already chosen
+                await asyncio.sleep(0.01)
+        flushing = asyncio.create_task(dest.flush())
+        await asyncio.sleep(0.05)
+        fault_proxy.release()
+        await flushing
+        assert dest.durable_resume_token == raw_event(9)["_id"]
+    assert fault_proxy.counts["503"] == 1
+    assert sorted(ids_in(s3_client, bucket)) == list(range(10))
+
+
 async def test_random_faults_lose_and_duplicate_nothing(
     make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
 ) -> None:
