@@ -77,43 +77,82 @@ class Encoder:
     def prepare(
         self, events: Sequence[ChangeEvent | Mapping[str, Any]], now: datetime
     ) -> PreparedEvents:
-        """Encode each event into a row of its partition; reject bad events one by one."""
+        """Encode each event into a row of its partition; reject bad events one by one.
+
+        All events are encoded at once (``encode_events``); only when that fails are
+        they encoded one by one, to reject exactly the events that cannot be written.
+        """
         step = granularity(self.strategy)
         now_seconds = int(now.timestamp())
-        encode = self.serializer.encode_event
-        groups: dict[tuple[str | None, int | None], tuple[list[Any], list[int]]] = {}
         rejected: list[EventError] = []
-        last_token: Any = None
+        accepted: list[EventFields] = []
+        indices: list[int] = []
+        partitions: list[tuple[str | None, int | None]] = []
         for index, event in enumerate(events):
-            fields: EventFields | None = None
             try:
                 fields = fields_of(event)
-                row, size = encode(fields)
             except Exception as exc:  # one bad event must not sink the others
-                rejected.append(_rejection(exc, index, fields))
+                rejected.append(_rejection(exc, index, None))
                 continue
             period = None
             if step is not None:
-                seconds = (
-                    now_seconds
-                    if fields.cluster_time is None
-                    else int(fields.cluster_time.timestamp())
-                )
-                period = seconds // step * step
-            group = groups.get((fields.collection, period))
+                when = fields.cluster_time
+                seconds = now_seconds if when is None else int(when.timestamp())
+                period = seconds - seconds % step
+            accepted.append(fields)
+            indices.append(index)
+            partitions.append((fields.collection, period))
+        try:
+            rows, sizes = self.serializer.encode_events(accepted)
+        except Exception:  # some event cannot be encoded: find it, keep the others
+            rows, sizes = self._encode_one_by_one(accepted, indices, partitions, rejected)
+            rejected.sort(key=lambda error: error.index or 0)
+        groups: dict[tuple[str | None, int | None], tuple[list[Any], list[int]]] = {}
+        for partition, row, size in zip(partitions, rows, sizes, strict=True):
+            group = groups.get(partition)
             if group is None:
-                group = groups[(fields.collection, period)] = ([], [])
-            group[0].append(row)
-            group[1].append(size)
-            if fields.resume_token is not None:
-                last_token = fields.resume_token
-        partitions = {
-            PartitionKey(collection, period): PartitionRows(rows, list(accumulate(sizes)))
-            for (collection, period), (rows, sizes) in groups.items()
-        }
-        nbytes = sum(p.cumulative_bytes[-1] for p in partitions.values())
-        accepted = len(events) - len(rejected)
-        return PreparedEvents(partitions, rejected, accepted, nbytes, last_token)
+                groups[partition] = ([row], [size])
+            else:
+                group[0].append(row)
+                group[1].append(size)
+        last_token = next(
+            (f.resume_token for f in reversed(accepted) if f.resume_token is not None), None
+        )
+        return PreparedEvents(
+            {
+                PartitionKey(collection, period): PartitionRows(group_rows, list(accumulate(sized)))
+                for (collection, period), (group_rows, sized) in groups.items()
+            },
+            rejected,
+            len(rows),
+            sum(sizes),
+            last_token,
+        )
+
+    def _encode_one_by_one(
+        self,
+        accepted: list[EventFields],
+        indices: list[int],
+        partitions: list[tuple[str | None, int | None]],
+        rejected: list[EventError],
+    ) -> tuple[list[Any], list[int]]:
+        """Encode event by event; the rejected ones leave ``accepted`` and ``partitions``."""
+        encode = self.serializer.encode_event
+        rows: list[Any] = []
+        sizes: list[int] = []
+        kept = 0
+        for fields, index, partition in zip(accepted, indices, partitions, strict=True):
+            try:
+                row, size = encode(fields)
+            except Exception as exc:
+                rejected.append(_rejection(exc, index, fields))
+                continue
+            rows.append(row)
+            sizes.append(size)
+            accepted[kept], partitions[kept] = fields, partition
+            kept += 1
+        del accepted[kept:], partitions[kept:]
+        return rows, sizes
 
     def encode(self, rows: Sequence[Any], raw_bytes: int) -> EncodedObject:
         """One object body from the rows of one partition buffer."""

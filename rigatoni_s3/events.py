@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 import attrs
@@ -64,25 +65,49 @@ class EventFields(NamedTuple):
     resume_token: Any
 
 
+_new_fields = partial(tuple.__new__, EventFields)
+"""Builds an :class:`EventFields` from a tuple without the Python-level ``__new__``."""
+
+
 def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
     """The envelope of a ChangeEvent or of a raw change-stream document."""
     if type(event) is dict:  # the common case, checked before the slower ABC test
-        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event)
-        return EventFields(op, db, coll, cluster_time, key, full, update, token)
+        operation = event.get("operationType")
+        ns = event.get("ns")
+        if type(operation) is str and operation and type(ns) is dict:
+            database, collection = ns.get("db"), ns.get("coll")
+            if (database is None or type(database) is str) and (
+                collection is None or type(collection) is str
+            ):
+                return _new_fields(
+                    (
+                        operation,
+                        database,
+                        collection,
+                        cluster_time_of(event.get("clusterTime")),
+                        event.get("documentKey"),
+                        event.get("fullDocument"),
+                        event.get("updateDescription"),
+                        event.get("_id"),
+                    )
+                )
+        # Anything unusual takes the checked path below, which names what is wrong.
     if isinstance(event, ChangeEvent):
-        return EventFields(
-            event.operation,
-            event.database,
-            event.collection,
-            event.cluster_time,
-            event.document_key,
-            event.full_document,
-            event.update_description,
-            event.resume_token,
+        return _new_fields(
+            (
+                event.operation,
+                event.database,
+                event.collection,
+                event.cluster_time,
+                event.document_key,
+                event.full_document,
+                event.update_description,
+                event.resume_token,
+            )
         )
     if isinstance(event, Mapping):
         op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event)
-        return EventFields(op, db, coll, cluster_time, key, full, update, token)
+        return _new_fields((op, db, coll, cluster_time, key, full, update, token))
     raise InvalidEventError(
         f"expected a ChangeEvent or a change-stream mapping, got {type(event).__name__}"
     )
@@ -116,6 +141,19 @@ def fields_of_raw(
     )
 
 
+_SECONDS: dict[int, datetime] = {}
+"""Recent whole seconds as aware datetimes: events of one second share one object."""
+
+
+def _utc_second(seconds: int) -> datetime:
+    when = _SECONDS.get(seconds)
+    if when is None:
+        if len(_SECONDS) >= 4096:  # keeps the cache small; a stream moves forward
+            _SECONDS.clear()
+        when = _SECONDS[seconds] = datetime.fromtimestamp(seconds, tz=UTC)
+    return when
+
+
 def cluster_time_of(value: Any) -> datetime | None:
     """The instant of a ``clusterTime``.
 
@@ -125,19 +163,27 @@ def cluster_time_of(value: Any) -> datetime | None:
     """
     if value is None:
         return None
+    if type(value) is dict:  # the fast paths first: plain dicts and datetimes
+        timestamp = value.get("$timestamp")
+        if type(timestamp) is dict:
+            seconds = timestamp.get("t")
+            if type(seconds) is int:
+                return _SECONDS.get(seconds) or _utc_second(seconds)
+    elif type(value) is datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if type(value) is dict:
         timestamp = value.get("$timestamp")
         if isinstance(timestamp, Mapping) and isinstance(timestamp.get("t"), int):
-            return datetime.fromtimestamp(timestamp["t"], tz=UTC)
+            return _utc_second(int(timestamp["t"]))
     elif isinstance(value, datetime):
         return _to_utc(value)
     seconds = getattr(value, "time", None)
     if isinstance(seconds, int) and hasattr(value, "inc"):
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        return _utc_second(int(seconds))
     if isinstance(value, Mapping) and isinstance(value.get("$timestamp"), Mapping):
         seconds = value["$timestamp"].get("t")
         if isinstance(seconds, int):
-            return datetime.fromtimestamp(seconds, tz=UTC)
+            return _utc_second(int(seconds))
     raise InvalidEventError(
         f"'clusterTime' must be a BSON Timestamp or datetime, got {type(value).__name__}"
     )

@@ -26,6 +26,7 @@ from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
+from rigatoni_s3.formats._values import DUMPS_CHUNK
 from tests.helpers import (
     BASE_TIME,
     BSON_DOCUMENT,
@@ -95,8 +96,7 @@ def write(
     encoder = Encoder(
         serializer_for(fmt, compression), codec_for(compression), KeyGenerationStrategy.FLAT
     )
-    rows = [encoder.serializer.encode_event(e)[0] for e in events]
-    return encoder.encode(rows, 0).body
+    return encoder.encode(rows_of(encoder.serializer, events), 0).body
 
 
 def roundtrip(
@@ -106,8 +106,17 @@ def roundtrip(
 ) -> list[dict[str, Any]]:
     """``events`` written in ``fmt`` and read back with the format's own reader."""
     serializer = serializer_for(fmt, compression)
-    rows = [serializer.encode_event(e)[0] for e in events]
+    rows = rows_of(serializer, events)
     return decode_records(f"object.{serializer.extension}", serializer.serialize(rows))
+
+
+def rows_of(serializer: Serializer, events: Sequence[EventFields]) -> list[Any]:
+    """Rows as the encoder makes them: all at once, or one by one when that fails."""
+    try:
+        rows, _ = serializer.encode_events(events)
+    except Exception:
+        rows = [serializer.encode_event(e)[0] for e in events]
+    return rows
 
 
 def expected_record(e: EventFields) -> dict[str, Any]:
@@ -689,6 +698,96 @@ def test_serialize_never_fails_on_accepted_rows(
     assert unnamed == []
     records = decode_records(f"x.{serializer.extension}", serializer.serialize(rows))
     assert len(records) == len(rows)
+
+
+ALL_FORMATS = [JSON, *TABULAR]
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(ANY_EVENT | st.builds(event, full_document=DOCUMENTS_ST), max_size=6))
+def test_encoding_all_at_once_equals_one_by_one(
+    fmt: SerializationFormat, events: list[EventFields]
+) -> None:
+    """encode_events gives exactly encode_event's rows and sizes, or raises if it cannot."""
+    serializer = serializer_for(fmt, Compression.NONE)
+    one_by_one: list[tuple[Any, int] | None] = []
+    for e in events:
+        try:
+            one_by_one.append(serializer.encode_event(e))
+        except SerializationError:
+            one_by_one.append(None)
+    try:
+        rows, sizes = serializer.encode_events(events)
+    except Exception:
+        return  # the encoder then goes one by one; other tests check that path
+    assert list(zip(rows, sizes, strict=True)) == one_by_one
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_all_at_once_finds_nan_among_nulls(fmt: SerializationFormat) -> None:
+    """Non-finite floats, which orjson writes as null, are caught among real nulls and 'null' text."""
+    documents = [
+        {"a": None, "note": "nullable"},
+        {"x": math.nan, "y": None},
+        {"deep": [{"z": -math.inf}]},
+        {"plain": 1.5},
+    ]
+    events = [event(n, full_document=doc) for n, doc in enumerate(documents)]
+    serializer = serializer_for(fmt, Compression.NONE)
+    rows, sizes = serializer.encode_events(events)
+    assert list(zip(rows, sizes, strict=True)) == [serializer.encode_event(e) for e in events]
+    records = decode_records(f"x.{serializer.extension}", serializer.serialize(rows))
+    assert [r["full_document"] for r in records] == [
+        {"a": None, "note": "nullable"},
+        {"x": {"$numberDouble": "NaN"}, "y": None},
+        {"deep": [{"z": {"$numberDouble": "-Infinity"}}]},
+        {"plain": 1.5},
+    ]
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_all_at_once_spans_several_orjson_calls(fmt: SerializationFormat) -> None:
+    """Batches longer than one orjson call keep order, and NaN is found on either side of a cut."""
+    nan_at = {0, DUMPS_CHUNK - 1, DUMPS_CHUNK, 2 * DUMPS_CHUNK + 3}
+    events = [
+        event(n, full_document={"n": n, "v": math.nan if n in nan_at else None})
+        for n in range(2 * DUMPS_CHUNK + 10)
+    ]
+    serializer = serializer_for(fmt, Compression.NONE)
+    rows, sizes = serializer.encode_events(events)
+    assert list(zip(rows, sizes, strict=True)) == [serializer.encode_event(e) for e in events]
+    records = decode_records(f"x.{serializer.extension}", serializer.serialize(rows))
+    nan = {"$numberDouble": "NaN"}
+    assert [r["full_document"] for r in records] == [
+        {"n": n, "v": nan if n in nan_at else None} for n in range(len(events))
+    ]
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_one_bad_event_sends_the_batch_one_by_one(fmt: SerializationFormat) -> None:
+    """A batch with unwritable events: those are rejected at their index, the rest kept in order."""
+    batch = [
+        ChangeEvent("insert", "shop", "users", {"_id": n}, {"_id": n, "v": value}, None, BASE_TIME)
+        for n, value in enumerate([1, Unmappable(), 2**70, "x", LONE_SURROGATE, 3])
+    ]
+    encoder = Encoder(
+        serializer_for(fmt, Compression.NONE),
+        codec_for(Compression.NONE),
+        KeyGenerationStrategy.FLAT,
+    )
+    prepared = encoder.prepare([*batch[:2], {"operationType": 5}, *batch[2:]], BASE_TIME)
+    assert [(e.index, e.field) for e in prepared.rejected] == [
+        (1, "full_document.v"),
+        (2, None),
+        (5, "full_document"),
+    ]
+    (part,) = prepared.partitions.values()
+    records = decode_records(
+        f"x.{encoder.serializer.extension}", encoder.serializer.serialize(part.rows)
+    )
+    assert [r["full_document"]["v"] for r in records] == [1, 2**70, "x", 3]
+    assert prepared.accepted == 4
 
 
 # -- extras --------------------------------------------------------------------------------

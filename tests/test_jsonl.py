@@ -14,13 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rigatoni_s3 import ChangeEvent
+from rigatoni_s3 import ChangeEvent, KeyGenerationStrategy
+from rigatoni_s3._encoder import Encoder
+from rigatoni_s3.compression import IDENTITY
 from rigatoni_s3.errors import SerializationError
 from rigatoni_s3.events import fields_of
 from rigatoni_s3.formats.jsonl import JsonLinesSerializer
 from tests.helpers import Binary, Decimal128, Int64, ObjectId, Timestamp
 
 SERIALIZER = JsonLinesSerializer()
+ENCODER = Encoder(SERIALIZER, IDENTITY, KeyGenerationStrategy.FLAT)
 
 
 def line_of(**document: Any) -> dict[str, Any]:
@@ -34,11 +37,17 @@ def line_of(**document: Any) -> dict[str, Any]:
         datetime(2025, 1, 15, 10, tzinfo=UTC),
         {"_data": "t"},
     )
-    row, size = SERIALIZER.encode_event(fields_of(event))
-    assert size == len(row)
-    assert row.endswith(b"\n")
-    assert row.count(b"\n") == 1
-    parsed: dict[str, Any] = json.loads(row)
+    fields = fields_of(event)
+    row, size = SERIALIZER.encode_event(fields)
+    # A write_batch call, encoded all at once, writes the very same line.
+    (part,) = ENCODER.prepare([event, event], datetime.now(UTC)).partitions.values()
+    assert part.rows == [row, row]
+    assert part.cumulative_bytes == [size, 2 * size]
+    body = SERIALIZER.serialize([row])
+    assert size == len(body)
+    assert body.endswith(b"\n")
+    assert body.count(b"\n") == 1
+    parsed: dict[str, Any] = json.loads(body)
     return parsed
 
 

@@ -2,9 +2,11 @@
 
 Encoding happens in two steps, both off the event loop:
 
-1. ``encode_event`` turns one event into a *row* when ``write_batch`` accepts it.
-   A value the format cannot hold is rejected right there, for that event alone,
-   and the row's size feeds the batch and memory limits exactly.
+1. ``encode_events`` turns the events of a ``write_batch`` call into *rows* when it
+   accepts them, in one pass where the format allows (one orjson call for all the
+   documents). If any event cannot be encoded, ``encode_event`` takes them one by
+   one, so that a value the format cannot hold is rejected for its event alone.
+   Row sizes feed the batch and memory limits exactly.
 2. ``serialize`` turns the rows of one partition buffer into an object body.
 
 Formats that compress internally (Parquet, Avro) take the codec at construction
@@ -31,6 +33,10 @@ class Serializer(Protocol):
 
     def encode_event(self, event: EventFields) -> tuple[Any, int]:
         """One event as a row and the row's size in bytes; raises SerializationError."""
+        ...
+
+    def encode_events(self, events: Sequence[EventFields]) -> tuple[list[Any], list[int]]:
+        """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
         ...
 
     def serialize(self, rows: Sequence[Any]) -> bytes:

@@ -33,7 +33,7 @@ import base64
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -62,6 +62,45 @@ def dumps(value: Any, field: str) -> bytes:
 def dumps_text(value: Any, field: str) -> str | None:
     """``value`` as a JSON string for formats that store documents as text; None stays None."""
     return None if value is None else dumps(value, field).decode()
+
+
+_SEPARATOR = orjson.Fragment(b"\n")
+"""Put between values, it appears in the output as ``,\n,``: a raw line break, which
+orjson never writes anywhere else, so the values' JSON can be cut apart again."""
+
+
+DUMPS_CHUNK = 256
+"""Values per orjson call: enough to amortise the call, few enough that one call
+holds the GIL for well under a millisecond, so the event loop's thread gets it back."""
+
+
+def dumps_many(
+    values: Sequence[Any], nulls: Sequence[int], exact: Callable[[int], bytes]
+) -> list[bytes]:
+    """Each of ``values`` as compact JSON, from a few orjson calls instead of one each.
+
+    orjson writes NaN and infinities as ``null``, so nulls are counted: ``nulls[i]`` is
+    how many value ``i`` holds by design (None fields the caller put there). A value
+    with more is searched, and written by ``exact(i)`` if it holds a non-finite float.
+
+    Raises ``TypeError`` (orjson's error) or ``ValueError`` when some value needs the
+    exact, value-by-value path; the caller then takes it.
+    """
+    pieces: list[bytes] = []
+    for start in range(0, len(values), DUMPS_CHUNK):
+        chunk = values[start : start + DUMPS_CHUNK]
+        items = [_SEPARATOR] * (2 * len(chunk))
+        items[::2] = chunk
+        body = orjson.dumps(items, default=_orjson_default, option=_OPTIONS)
+        pieces += body[1:-3].split(b",\n,")  # body is b"[v1,\n,v2,\n,...,vn,\n]"
+    if len(pieces) != len(values):
+        raise ValueError("a value's JSON holds the separator")  # e.g. a user's orjson.Fragment
+    counts = [piece.count(b"null") for piece in pieces]
+    if counts != list(nulls):
+        for i, (count, expected) in enumerate(zip(counts, nulls, strict=True)):
+            if count != expected and _has_nonfinite(values[i]):
+                pieces[i] = exact(i)
+    return pieces
 
 
 def _dumps_exact(value: Any, field: str) -> bytes:
@@ -242,6 +281,8 @@ ENVELOPE_COLUMNS = (
 )
 """Column order of every format."""
 
+DOCUMENT_COLUMNS = ENVELOPE_COLUMNS[4:]
+
 _ROW_OVERHEAD = 16
 """Bytes a row costs beyond its text: the 8-byte timestamp, offsets or separators."""
 
@@ -255,18 +296,7 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
     or a document value with no JSON mapping.
     """
     operation, database, collection, cluster_time, key, full, update, token = event
-    if type(operation) is not str or not operation.isascii():
-        if operation is None:
-            raise SerializationError("is required", field="operation")
-        operation = _checked_text(operation, "operation")
-    if database is not None and (type(database) is not str or not database.isascii()):
-        database = _checked_text(database, "database")
-    if collection is not None and (type(collection) is not str or not collection.isascii()):
-        collection = _checked_text(collection, "collection")
-    if cluster_time is not None and not isinstance(cluster_time, datetime):
-        raise SerializationError(
-            f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
-        )
+    operation, database, collection = checked_head(operation, database, collection, cluster_time)
     key_json = None if key is None else _kept(dumps(key, "document_key"))
     full_json = None if full is None else _kept(dumps(full, "full_document"))
     update_json = None if update is None else _kept(dumps(update, "update_description"))
@@ -286,6 +316,85 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
         token_json,
     )
     return row, size
+
+
+def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
+    """:func:`envelope_row` of every event, with the documents' JSON from one orjson call.
+
+    Raises when some event needs :func:`envelope_row` itself, to be rejected alone.
+    """
+    documents: list[Any] = []
+    extend = documents.extend
+    heads = []
+    for operation, database, collection, cluster_time, key, full, update, token in events:
+        if not (
+            type(operation) is str
+            and operation.isascii()
+            and (database is None or (type(database) is str and database.isascii()))
+            and (collection is None or (type(collection) is str and collection.isascii()))
+        ):
+            operation, database, collection = checked_head(
+                operation, database, collection, cluster_time
+            )
+        elif cluster_time is not None and not isinstance(cluster_time, datetime):
+            checked_head(operation, database, collection, cluster_time)  # raises
+        heads.append((operation, database, collection, cluster_time))
+        extend((key, full, update, token))
+    pieces = dumps_many(
+        documents,
+        [1 if document is None else 0 for document in documents],
+        lambda i: dumps(documents[i], DOCUMENT_COLUMNS[i % 4]),
+    )
+    rows: list[EnvelopeRow] = []
+    sizes: list[int] = []
+    each = iter(pieces)
+    for head, key_json, full_json, update_json, token_json in zip(
+        heads, each, each, each, each, strict=True
+    ):
+        documents_json = (
+            None if key_json == b"null" else key_json,
+            None if full_json == b"null" else full_json,
+            None if update_json == b"null" else update_json,
+            None if token_json == b"null" else token_json,
+        )
+        operation, database, collection, _ = head
+        size = (
+            _ROW_OVERHEAD
+            + len(operation)
+            + len(key_json)
+            + len(full_json)
+            + len(update_json)
+            + len(token_json)
+            - 4 * documents_json.count(None)  # a null document takes no room
+        )
+        if database is not None:
+            size += len(database)
+        if collection is not None:
+            size += len(collection)
+        rows.append((*head, *documents_json))
+        sizes.append(size)
+    return rows, sizes
+
+
+def checked_head(
+    operation: Any, database: Any, collection: Any, cluster_time: Any
+) -> tuple[str, str | None, str | None]:
+    """``operation``, ``database`` and ``collection`` as exact, UTF-8-safe ``str``;
+    raises SerializationError naming the field, also for a ``cluster_time`` that is
+    not a datetime."""
+    if type(operation) is not str or not operation.isascii():
+        if operation is None:
+            raise SerializationError("is required", field="operation")
+        operation = _checked_text(operation, "operation")
+    if database is not None and (type(database) is not str or not database.isascii()):
+        database = _checked_text(database, "database")
+    if collection is not None and (type(collection) is not str or not collection.isascii()):
+        collection = _checked_text(collection, "collection")
+    if cluster_time is not None and not isinstance(cluster_time, datetime):
+        raise SerializationError(
+            f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
+        )
+    return operation, database, collection
 
 
 def _checked_text(value: Any, field: str) -> str:

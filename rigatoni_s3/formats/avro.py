@@ -30,7 +30,7 @@ from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row
+from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, envelope_rows
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
 
@@ -81,6 +81,10 @@ class AvroSerializer:
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size; raises SerializationError."""
         return envelope_row(event)
+
+    def encode_events(self, events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
+        """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
+        return envelope_rows(events)
 
     def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
         """One container file holding ``rows`` in order."""

@@ -19,7 +19,13 @@ import io
 from collections.abc import Iterator, Sequence
 
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, iso_utc
+from rigatoni_s3.formats._values import (
+    ENVELOPE_COLUMNS,
+    EnvelopeRow,
+    envelope_row,
+    envelope_rows,
+    iso_utc,
+)
 
 _QUOTE = ord('"')
 
@@ -34,10 +40,12 @@ class CsvSerializer:
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size, counting the quotes CSV doubles."""
         row, size = envelope_row(event)
-        for document in row[4:]:
-            if document is not None:  # quoted: two enclosing quotes, each inner one doubled
-                size += 2 + document.count(_QUOTE)
-        return row, size
+        return row, size + _quoting(row)
+
+    def encode_events(self, events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
+        """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
+        rows, sizes = envelope_rows(events)
+        return rows, [size + _quoting(row) for row, size in zip(rows, sizes, strict=True)]
 
     def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
         """The CSV text of ``rows``, header first, as UTF-8."""
@@ -46,6 +54,15 @@ class CsvSerializer:
         writer.writerow(ENVELOPE_COLUMNS)
         writer.writerows(_records(rows))
         return out.getvalue().encode("utf-8")
+
+
+def _quoting(row: EnvelopeRow) -> int:
+    """Bytes CSV adds to the documents: two enclosing quotes, and each inner one doubled."""
+    extra = 0
+    for document in row[4:]:
+        if document is not None:
+            extra += 2 + document.count(_QUOTE)
+    return extra
 
 
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | None, ...]]:

@@ -3,52 +3,95 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from itertools import chain
+from typing import Any
 
 import orjson
 
-from rigatoni_s3.errors import SerializationError
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import dumps
+from rigatoni_s3.formats._values import checked_head, dumps, dumps_many
+
+_HEAD_OPTIONS = orjson.OPT_UTC_Z
 
 
 class JsonLinesSerializer:
-    """``.jsonl``: ``{"operation": ..., "cluster_time": "…Z", "full_document": {...}, ...}``."""
+    """``.jsonl``: ``{"operation": ..., "cluster_time": "…Z", "full_document": {...}, ...}``.
+
+    Rows are the lines without their line break; :meth:`serialize` adds it, and a
+    row's size counts it.
+    """
 
     extension = "jsonl"
     content_type = "application/x-ndjson"
     compresses_internally = False
 
     def encode_event(self, event: EventFields) -> tuple[bytes, int]:
-        """The event's line, newline included, and its length."""
-        try:
-            head = orjson.dumps(
-                {
-                    "operation": event.operation,
-                    "database": event.database,
-                    "collection": event.collection,
-                    "cluster_time": event.cluster_time,
-                },
-                option=orjson.OPT_UTC_Z,
-            )
-        except TypeError as exc:
-            raise SerializationError(
-                f"envelope field cannot be encoded: {exc}", field="envelope"
-            ) from exc
+        """The event's line and its size; raises SerializationError naming the field."""
+        operation, database, collection, cluster_time, key, full, update, token = event
+        operation, database, collection = checked_head(
+            operation, database, collection, cluster_time
+        )
+        head = orjson.dumps(
+            {
+                "operation": operation,
+                "database": database,
+                "collection": collection,
+                "cluster_time": cluster_time,
+            },
+            option=_HEAD_OPTIONS,
+        )
         line = b"".join(
             (
                 head[:-1],
                 b',"document_key":',
-                dumps(event.document_key, "document_key"),
+                dumps(key, "document_key"),
                 b',"full_document":',
-                dumps(event.full_document, "full_document"),
+                dumps(full, "full_document"),
                 b',"update_description":',
-                dumps(event.update_description, "update_description"),
+                dumps(update, "update_description"),
                 b',"resume_token":',
-                dumps(event.resume_token, "resume_token"),
-                b"}\n",
+                dumps(token, "resume_token"),
+                b"}",
             )
         )
-        return line, len(line)
+        return line, len(line) + 1
+
+    def encode_events(self, events: Sequence[EventFields]) -> tuple[list[bytes], list[int]]:
+        """Every event's line, from one orjson call; raises if some event needs
+        :meth:`encode_event` to be rejected alone."""
+        envelopes: list[Any] = []
+        append = envelopes.append
+        for event in events:
+            operation, database, collection, cluster_time, key, full, update, token = event
+            if not (
+                type(operation) is str
+                and (database is None or type(database) is str)
+                and (collection is None or type(collection) is str)
+                and (cluster_time is None or type(cluster_time) is datetime)
+            ):
+                # Unusual but maybe valid (str or datetime subclasses): encoded alone.
+                # A string orjson cannot write (a lone surrogate) fails the whole call.
+                append(orjson.Fragment(self.encode_event(event)[0]))
+                continue
+            append(
+                {
+                    "operation": operation,
+                    "database": database,
+                    "collection": collection,
+                    "cluster_time": cluster_time,
+                    "document_key": key,
+                    "full_document": full,
+                    "update_description": update,
+                    "resume_token": token,
+                }
+            )
+        lines = dumps_many(
+            envelopes,
+            [event.count(None) for event in events],
+            lambda i: self.encode_event(events[i])[0],
+        )
+        return lines, [len(line) + 1 for line in lines]
 
     def serialize(self, rows: Sequence[bytes]) -> bytes:
-        return b"".join(rows)
+        return b"\n".join(chain(rows, (b"",)))

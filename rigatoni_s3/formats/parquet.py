@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row
+from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, envelope_rows
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: big enough for good compression and scans, small enough to
@@ -82,6 +82,10 @@ class ParquetSerializer:
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size; raises SerializationError."""
         return envelope_row(event)
+
+    def encode_events(self, events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
+        """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
+        return envelope_rows(events)
 
     def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
         """One Parquet file holding ``rows`` in order."""
