@@ -43,6 +43,8 @@ class RunSpec:
     """S3 floor only: PUTs in flight, as ``max_concurrent_uploads``."""
     options: dict[str, Any] = attrs.Factory(dict)
     """Ours only: extra S3Config keywords (``--set``), e.g. ``max_batch_events``."""
+    switch_interval: float | None = None
+    """Ours only: ``sys.setswitchinterval`` for the run (None keeps Python's 5 ms)."""
     profile_path: str | None = None
     """Ours only: write a cProfile of the event loop and encode threads here."""
 

@@ -99,6 +99,7 @@ class Bench:
             "seed": self.args.seed,
             "gzip_level": self.args.baseline_gzip_level,
             "options": dict(self.args.options),
+            "switch_interval": self.args.switch_interval,
         }
         values.update(overrides)
         return RunSpec(**values)
@@ -249,6 +250,7 @@ def print_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) ->
     print(
         f"{args.events:,} events per run, write_batch of {args.batch_size}; "
         f"medians of {args.repeat} run(s)"
+        + ("" if args.switch_interval is None else f"; switch interval {args.switch_interval} s")
     )
     print("  ".join(f"{title:>{width}}" for title, width, _ in columns))
     for label, row in summary.items():
@@ -420,6 +422,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--baseline-gzip-level", type=int, default=9, help="9: gzip.compress's default"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="sys.setswitchinterval in our runs (Python's default: 0.005); see README",
     )
     mode = parser.add_argument_group("other modes (each replaces the table)")
     mode.add_argument("--scaling", action="store_true", help="jsonl+zstd at each of --volumes")

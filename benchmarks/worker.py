@@ -109,6 +109,10 @@ def _load_pool(spec: RunSpec) -> EventPool:
 async def run_ours(spec: RunSpec) -> dict[str, Any]:
     """Drive S3Destination like an application would: write_batch calls, then close()."""
     pool = _load_pool(spec)
+    if spec.switch_interval is not None:
+        # How long a thread holding the GIL may keep it while another waits: shorter
+        # means the event loop gets it back sooner from an encoding thread.
+        sys.setswitchinterval(spec.switch_interval)
     endpoint = S3Endpoint(spec.endpoint_url)
     config = endpoint.config(
         spec.bucket, format=spec.format, compression=spec.compression, **spec.options
