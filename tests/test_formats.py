@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -26,7 +27,7 @@ from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
-from rigatoni_s3.formats._values import DUMPS_CHUNK
+from rigatoni_s3.formats._values import DUMPS_CHUNK, YIELD_EVERY
 from tests.helpers import (
     BASE_TIME,
     BSON_DOCUMENT,
@@ -788,6 +789,31 @@ def test_one_bad_event_sends_the_batch_one_by_one(fmt: SerializationFormat) -> N
     )
     assert [r["full_document"]["v"] for r in records] == [1, 2**70, "x", 3]
     assert prepared.accepted == 4
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_encoding_hands_the_gil_over_regularly(
+    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding a large batch releases the GIL every YIELD_EVERY events, in both steps."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    encoder = Encoder(
+        serializer_for(fmt, Compression.NONE),
+        codec_for(Compression.NONE),
+        KeyGenerationStrategy.FLAT,
+    )
+    batch = [
+        ChangeEvent("insert", "shop", "users", {"_id": n}, {"_id": n}, None, BASE_TIME)
+        for n in range(8 * YIELD_EVERY)
+    ]
+    (part,) = encoder.prepare(batch, BASE_TIME).partitions.values()
+    assert len(sleeps) >= 2 * 7  # reading the events, then encoding them
+    assert set(sleeps) == {0}
+    sleeps.clear()
+    encoder.encode(part.rows, 0)
+    if fmt is not JSON:  # JSON Lines joins its rows in one short C call
+        assert len(sleeps) >= 7
 
 
 # -- extras --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -64,6 +65,20 @@ def dumps_text(value: Any, field: str) -> str | None:
     return None if value is None else dumps(value, field).decode()
 
 
+YIELD_EVERY = 256
+"""Events an encoding loop handles between two :func:`yield_gil` calls (under a millisecond)."""
+
+
+def yield_gil() -> None:
+    """Let a thread waiting for the GIL, the event loop's above all, run now.
+
+    Encoding runs in pool threads but holds the GIL; left alone, a busy thread keeps it
+    for Python's switch interval (5 ms) each time the loop's thread asks for it, and
+    the loop falls behind. Sleeping zero seconds releases the GIL and hands it over.
+    """
+    time.sleep(0)
+
+
 _SEPARATOR = orjson.Fragment(b"\n")
 """Put between values, it appears in the output as ``,\n,``: a raw line break, which
 orjson never writes anywhere else, so the values' JSON can be cut apart again."""
@@ -93,6 +108,7 @@ def dumps_many(
         items[::2] = chunk
         body = orjson.dumps(items, default=_orjson_default, option=_OPTIONS)
         pieces += body[1:-3].split(b",\n,")  # body is b"[v1,\n,v2,\n,...,vn,\n]"
+        yield_gil()
     if len(pieces) != len(values):
         raise ValueError("a value's JSON holds the separator")  # e.g. a user's orjson.Fragment
     counts = [piece.count(b"null") for piece in pieces]
@@ -326,7 +342,11 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
     documents: list[Any] = []
     extend = documents.extend
     heads = []
-    for operation, database, collection, cluster_time, key, full, update, token in events:
+    for i, (operation, database, collection, cluster_time, key, full, update, token) in enumerate(
+        events
+    ):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            yield_gil()
         if not (
             type(operation) is str
             and operation.isascii()

@@ -30,7 +30,14 @@ from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, envelope_rows
+from rigatoni_s3.formats._values import (
+    ENVELOPE_COLUMNS,
+    YIELD_EVERY,
+    EnvelopeRow,
+    envelope_row,
+    envelope_rows,
+    yield_gil,
+)
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
 
@@ -140,7 +147,11 @@ def _check_codec(codec: str) -> None:
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
     # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
     # cluster_time stays a datetime: fastavro turns aware datetimes into epoch microseconds.
-    for operation, database, collection, cluster_time, key, full, update, token in rows:
+    for i, (operation, database, collection, cluster_time, key, full, update, token) in enumerate(
+        rows
+    ):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            yield_gil()
         yield {
             "operation": operation,
             "database": database,

@@ -21,10 +21,12 @@ from collections.abc import Iterator, Sequence
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._values import (
     ENVELOPE_COLUMNS,
+    YIELD_EVERY,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
     iso_utc,
+    yield_gil,
 )
 
 _QUOTE = ord('"')
@@ -52,7 +54,9 @@ class CsvSerializer:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(ENVELOPE_COLUMNS)
-        writer.writerows(_records(rows))
+        for start in range(0, len(rows), YIELD_EVERY):  # writerows holds the GIL throughout
+            writer.writerows(_records(rows[start : start + YIELD_EVERY]))
+            yield_gil()
         return out.getvalue().encode("utf-8")
 
 

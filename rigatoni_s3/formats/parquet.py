@@ -30,7 +30,14 @@ import pyarrow.parquet as pq
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import ENVELOPE_COLUMNS, EnvelopeRow, envelope_row, envelope_rows
+from rigatoni_s3.formats._values import (
+    ENVELOPE_COLUMNS,
+    YIELD_EVERY,
+    EnvelopeRow,
+    envelope_row,
+    envelope_rows,
+    yield_gil,
+)
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: big enough for good compression and scans, small enough to
@@ -89,13 +96,19 @@ class ParquetSerializer:
 
     def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
         """One Parquet file holding ``rows`` in order."""
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(SCHEMA)
         # pyarrow converts bytes holding UTF-8 into string arrays without a round trip
-        # through str, and aware datetimes into UTC microseconds.
-        arrays = [
-            pa.array(column, type=field.type) for column, field in zip(columns, SCHEMA, strict=True)
-        ]
-        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+        # through str, and aware datetimes into UTC microseconds. It holds the GIL while
+        # it converts, so it converts a slice of rows at a time.
+        batches = []
+        for start in range(0, len(rows), YIELD_EVERY):
+            columns = zip(*rows[start : start + YIELD_EVERY], strict=True)
+            arrays = [
+                pa.array(column, type=field.type)
+                for column, field in zip(columns, SCHEMA, strict=True)
+            ]
+            batches.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
+            yield_gil()
+        table = pa.Table.from_batches(batches, schema=SCHEMA)
         sink = pa.BufferOutputStream()
         pq.write_table(
             table,
