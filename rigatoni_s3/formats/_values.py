@@ -65,7 +65,7 @@ def dumps_text(value: Any, field: str) -> str | None:
     return None if value is None else dumps(value, field).decode()
 
 
-YIELD_EVERY = 256
+YIELD_EVERY = 128
 """Events an encoding loop handles between two :func:`yield_gil` calls (under a millisecond)."""
 
 
@@ -84,7 +84,7 @@ _SEPARATOR = orjson.Fragment(b"\n")
 orjson never writes anywhere else, so the values' JSON can be cut apart again."""
 
 
-DUMPS_CHUNK = 256
+DUMPS_CHUNK = 128
 """Values per orjson call: enough to amortise the call, few enough that one call
 holds the GIL for well under a millisecond, so the event loop's thread gets it back."""
 
