@@ -163,26 +163,17 @@ def cluster_time_of(value: Any) -> datetime | None:
     """
     if value is None:
         return None
-    if type(value) is dict:  # the fast paths first: plain dicts and datetimes
-        timestamp = value.get("$timestamp")
-        if type(timestamp) is dict:
-            seconds = timestamp.get("t")
-            if type(seconds) is int:
-                return _SECONDS.get(seconds) or _utc_second(seconds)
-    elif type(value) is datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if type(value) is dict:
-        timestamp = value.get("$timestamp")
-        if isinstance(timestamp, Mapping) and isinstance(timestamp.get("t"), int):
-            return _utc_second(int(timestamp["t"]))
-    elif isinstance(value, datetime):
+    if isinstance(value, datetime):
         return _to_utc(value)
-    seconds = getattr(value, "time", None)
-    if isinstance(seconds, int) and hasattr(value, "inc"):
-        return _utc_second(int(seconds))
-    if isinstance(value, Mapping) and isinstance(value.get("$timestamp"), Mapping):
-        seconds = value["$timestamp"].get("t")
-        if isinstance(seconds, int):
+    if type(value) is dict or isinstance(value, Mapping):  # Extended JSON
+        timestamp = value.get("$timestamp")
+        if type(timestamp) is dict or isinstance(timestamp, Mapping):
+            seconds = timestamp.get("t")
+            if isinstance(seconds, int):
+                return _utc_second(int(seconds))
+    else:  # a BSON Timestamp
+        seconds = getattr(value, "time", None)
+        if isinstance(seconds, int) and hasattr(value, "inc"):
             return _utc_second(int(seconds))
     raise InvalidEventError(
         f"'clusterTime' must be a BSON Timestamp or datetime, got {type(value).__name__}"
