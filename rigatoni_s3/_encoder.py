@@ -19,7 +19,7 @@ from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer
-from rigatoni_s3.formats._values import YIELD_EVERY, yield_gil
+from rigatoni_s3.formats._values import with_gil_breaks
 from rigatoni_s3.keys import PartitionKey, granularity
 
 
@@ -89,9 +89,7 @@ class Encoder:
         accepted: list[EventFields] = []
         indices: list[int] = []
         partitions: list[tuple[str | None, int | None]] = []
-        for index, event in enumerate(events):
-            if index % YIELD_EVERY == YIELD_EVERY - 1:
-                yield_gil()
+        for index, event in enumerate(with_gil_breaks(events)):
             try:
                 fields = fields_of(event)
             except Exception as exc:  # one bad event must not sink the others

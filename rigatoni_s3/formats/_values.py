@@ -34,15 +34,17 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from rigatoni_s3.errors import SerializationError
 from rigatoni_s3.events import EventFields
+
+T = TypeVar("T")
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -77,6 +79,14 @@ def yield_gil() -> None:
     the loop falls behind. Sleeping zero seconds releases the GIL and hands it over.
     """
     time.sleep(0)
+
+
+def with_gil_breaks(items: Iterable[T]) -> Iterator[T]:
+    """``items``, handing the GIL over (:func:`yield_gil`) after every ``YIELD_EVERY``."""
+    for count, item in enumerate(items, 1):
+        yield item
+        if count % YIELD_EVERY == 0:
+            yield_gil()
 
 
 _SEPARATOR = orjson.Fragment(b"\n")
@@ -342,22 +352,19 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
     documents: list[Any] = []
     extend = documents.extend
     heads = []
-    for i, (operation, database, collection, cluster_time, key, full, update, token) in enumerate(
+    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
         events
     ):
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
-            yield_gil()
         if not (
             type(operation) is str
             and operation.isascii()
             and (database is None or (type(database) is str and database.isascii()))
             and (collection is None or (type(collection) is str and collection.isascii()))
+            and (cluster_time is None or isinstance(cluster_time, datetime))
         ):
             operation, database, collection = checked_head(
                 operation, database, collection, cluster_time
             )
-        elif cluster_time is not None and not isinstance(cluster_time, datetime):
-            checked_head(operation, database, collection, cluster_time)  # raises
         heads.append((operation, database, collection, cluster_time))
         extend((key, full, update, token))
     pieces = dumps_many(

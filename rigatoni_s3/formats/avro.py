@@ -32,11 +32,10 @@ from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._values import (
     ENVELOPE_COLUMNS,
-    YIELD_EVERY,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    yield_gil,
+    with_gil_breaks,
 )
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
@@ -147,11 +146,9 @@ def _check_codec(codec: str) -> None:
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
     # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
     # cluster_time stays a datetime: fastavro turns aware datetimes into epoch microseconds.
-    for i, (operation, database, collection, cluster_time, key, full, update, token) in enumerate(
+    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
         rows
     ):
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
-            yield_gil()
         yield {
             "operation": operation,
             "database": database,

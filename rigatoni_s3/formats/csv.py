@@ -21,12 +21,11 @@ from collections.abc import Iterator, Sequence
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._values import (
     ENVELOPE_COLUMNS,
-    YIELD_EVERY,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
     iso_utc,
-    yield_gil,
+    with_gil_breaks,
 )
 
 _QUOTE = ord('"')
@@ -54,9 +53,7 @@ class CsvSerializer:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(ENVELOPE_COLUMNS)
-        for start in range(0, len(rows), YIELD_EVERY):  # writerows holds the GIL throughout
-            writer.writerows(_records(rows[start : start + YIELD_EVERY]))
-            yield_gil()
+        writer.writerows(with_gil_breaks(_records(rows)))
         return out.getvalue().encode("utf-8")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import YIELD_EVERY, checked_head, dumps, dumps_many, yield_gil
+from rigatoni_s3.formats._values import checked_head, dumps, dumps_many, with_gil_breaks
 
 _HEAD_OPTIONS = orjson.OPT_UTC_Z
 
@@ -62,9 +62,7 @@ class JsonLinesSerializer:
         :meth:`encode_event` to be rejected alone."""
         envelopes: list[Any] = []
         append = envelopes.append
-        for i, event in enumerate(events):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                yield_gil()
+        for event in with_gil_breaks(events):
             operation, database, collection, cluster_time, key, full, update, token = event
             if not (
                 type(operation) is str
