@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aioboto3
-from aiobotocore.config import AioConfig
 from generator import EventPool, RawEvent, build_pool
 from measure import (
     Distribution,
@@ -44,6 +43,7 @@ from measure import (
 )
 
 from rigatoni_s3 import S3Destination
+from rigatoni_s3._uploader import client_options
 from rigatoni_s3.testing import S3Endpoint
 
 FLOOR_ROUNDS = 3
@@ -242,18 +242,8 @@ async def run_s3_floor(spec: RunSpec) -> dict[str, Any]:
     blob = os.urandom(max(sizes, default=0))
     bodies = [blob[:size] for size in sizes]  # built before the clock starts
     session = aioboto3.Session()
-    options = {
-        "endpoint_url": endpoint.url,
-        "region_name": endpoint.region,
-        "aws_access_key_id": endpoint.access_key_id,
-        "aws_secret_access_key": endpoint.secret_access_key,
-        # The same client settings as S3Destination: no botocore retries, path style.
-        "config": AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=spec.concurrency,
-            s3={"addressing_style": "path"},
-        ),
-    }
+    # The very client settings of S3Destination: no botocore retries, path style, timeouts.
+    options = client_options(endpoint.config(spec.bucket, create_bucket=False))
     async with session.client("s3", **options) as client:
         slots = asyncio.Semaphore(spec.concurrency)
 
