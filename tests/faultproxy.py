@@ -90,6 +90,12 @@ class FaultProxy:
     def release(self) -> None:
         self.gate.set()
 
+    async def until_held(self, timeout: float = 10) -> None:
+        """Return once a request waits at the gate (its fault, if any, already chosen)."""
+        async with asyncio.timeout(timeout):
+            while not self.held:
+                await asyncio.sleep(0.01)
+
     @property
     def faults_injected(self) -> int:
         return sum(n for kind, n in self.counts.items() if kind in FAULTS and kind != "delay")

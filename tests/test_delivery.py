@@ -283,9 +283,7 @@ async def test_flush_after_recovery_retries_what_failed_before_it(
         fault_proxy.fail_next(["503"])
         fault_proxy.hold()
         await dest.write_batch(raw_events(10))  # a full batch: sealed and sent at once
-        async with asyncio.timeout(10):
-            while not fault_proxy.held:  # the request is in, its 503 already chosen
-                await asyncio.sleep(0.01)
+        await fault_proxy.until_held()  # the request is in, its 503 already chosen
         flushing = asyncio.create_task(dest.flush())
         await asyncio.sleep(0.05)
         fault_proxy.release()

@@ -349,8 +349,7 @@ async def test_cancelled_writer_leaves_no_trace(
         try:
             await dest.write_batch(raw_events(40))
             blocked = asyncio.create_task(dest.write_batch(raw_events(40, start=500)))
-            while not fault_proxy.held:
-                await asyncio.sleep(0.01)
+            await fault_proxy.until_held()
             await asyncio.sleep(0.05)
             assert not blocked.done()
             blocked.cancel()
