@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import fastavro
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -746,6 +748,40 @@ def test_all_at_once_finds_nan_among_nulls(fmt: SerializationFormat) -> None:
         {"deep": [{"z": {"$numberDouble": "-Infinity"}}]},
         {"plain": 1.5},
     ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.none() | st.just("null") | st.just(math.nan) | DOCUMENTS_ST | st.lists(VALUES),
+        max_size=12,
+    ),
+    chunk=st.integers(1, 4),
+)
+def test_dumps_many_equals_dumps_value_by_value(values: list[Any], chunk: int) -> None:
+    """Cut into orjson calls of ``chunk`` values, with nulls, "null" text and NaN on either
+    side of every cut, each value's JSON is what :func:`dumps` writes for it alone."""
+    field = "full_document"
+
+    def alone(value: Any) -> bytes | None:
+        try:
+            return values_module.dumps(value, field)
+        except SerializationError:
+            return None
+
+    expected = [alone(value) for value in values]
+    with patch.object(values_module, "DUMPS_CHUNK", chunk):
+        try:
+            pieces = values_module.dumps_many(
+                values,
+                [1 if value is None else 0 for value in values],
+                lambda i: values_module.dumps(values[i], field),
+            )
+        except TypeError:  # the caller then goes value by value: fine if orjson cannot
+            with pytest.raises(TypeError):
+                orjson.dumps(values, default=values_module._orjson_default)
+            return
+    assert pieces == expected
 
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS)

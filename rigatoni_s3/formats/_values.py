@@ -34,9 +34,11 @@ import json
 import math
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any, TypeVar
 
 import orjson
@@ -117,16 +119,32 @@ def dumps_many(
         items = [_SEPARATOR] * (2 * len(chunk))
         items[::2] = chunk
         body = orjson.dumps(items, default=_orjson_default, option=_OPTIONS)
-        pieces += body[1:-3].split(b",\n,")  # body is b"[v1,\n,v2,\n,...,vn,\n]"
+        cut = body[1:-3].split(b",\n,")  # body is b"[v1,\n,v2,\n,...,vn,\n]"
+        if len(cut) != len(chunk):  # e.g. a user's orjson.Fragment
+            raise ValueError("a value's JSON holds the separator")
+        for i in _unexpected_nulls(body, cut, nulls[start : start + DUMPS_CHUNK]):
+            if _has_nonfinite(chunk[i]):
+                cut[i] = exact(start + i)
+        pieces += cut
         yield_gil()
-    if len(pieces) != len(values):
-        raise ValueError("a value's JSON holds the separator")  # e.g. a user's orjson.Fragment
-    counts = [piece.count(b"null") for piece in pieces]
-    if counts != list(nulls):
-        for i, (count, expected) in enumerate(zip(counts, nulls, strict=True)):
-            if count != expected and _has_nonfinite(values[i]):
-                pieces[i] = exact(i)
     return pieces
+
+
+def _unexpected_nulls(body: bytes, cut: list[bytes], expected: Sequence[int]) -> list[int]:
+    """Indices of the pieces of ``body`` whose count of ``null`` is not the expected one.
+
+    One pass over ``body`` finds every occurrence; counting piece by piece would cost
+    a call per piece, for a few nulls in all.
+    """
+    starts = list(accumulate((len(piece) + 3 for piece in cut), initial=1))
+    counts = [0] * len(cut)
+    at = body.find(b"null")
+    while at != -1:
+        counts[bisect_right(starts, at) - 1] += 1
+        at = body.find(b"null", at + 4)
+    return [
+        i for i, (count, wanted) in enumerate(zip(counts, expected, strict=True)) if count != wanted
+    ]
 
 
 def _dumps_exact(value: Any, field: str) -> bytes:
