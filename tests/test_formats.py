@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import itertools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -30,7 +31,12 @@ from rigatoni_s3.formats import Serializer, serializer_for
 from rigatoni_s3.formats import _values as values_module
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
-from rigatoni_s3.formats._values import DUMPS_CHUNK, YIELD_EVERY
+from rigatoni_s3.formats._values import (
+    CHECK_EVERY,
+    DUMPS_CHUNK,
+    ENVELOPE_COLUMNS,
+    HAND_OVER_AFTER,
+)
 from tests.helpers import (
     BASE_TIME,
     BSON_DOCUMENT,
@@ -828,14 +834,7 @@ def test_one_bad_event_sends_the_batch_one_by_one(fmt: SerializationFormat) -> N
     assert prepared.accepted == 4
 
 
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_encoding_hands_the_gil_over_regularly(
-    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Encoding a large batch releases the GIL every YIELD_EVERY events, in both steps."""
-    sleeps: list[float] = []
-    # Only the encoders' view of the time module: other threads keep the real sleep.
-    monkeypatch.setattr(values_module, "time", SimpleNamespace(sleep=sleeps.append))
+def _encoder_and_large_batch(fmt: SerializationFormat) -> tuple[Encoder, list[ChangeEvent]]:
     encoder = Encoder(
         serializer_for(fmt, Compression.NONE),
         codec_for(Compression.NONE),
@@ -843,15 +842,53 @@ def test_encoding_hands_the_gil_over_regularly(
     )
     batch = [
         ChangeEvent("insert", "shop", "users", {"_id": n}, {"_id": n}, None, BASE_TIME)
-        for n in range(8 * YIELD_EVERY)
+        for n in range(2 * DUMPS_CHUNK)
     ]
+    return encoder, batch
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, step: float) -> list[float]:
+    """Gives the encoders a clock that moves ``step`` per reading; returns their sleeps.
+
+    Only the encoders' view of the time module changes: other threads keep the real one.
+    """
+    sleeps: list[float] = []
+    readings = itertools.count(1.0, step)
+    fake = SimpleNamespace(sleep=sleeps.append, perf_counter=lambda: next(readings))
+    monkeypatch.setattr(values_module, "time", fake)
+    return sleeps
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_slow_encoding_hands_the_gil_over_regularly(
+    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every look at the clock finds HAND_OVER_AFTER gone, both steps hand the GIL
+    over every CHECK_EVERY events (and per orjson call, per Parquet column)."""
+    sleeps = _fake_clock(monkeypatch, 2 * HAND_OVER_AFTER)
+    encoder, batch = _encoder_and_large_batch(fmt)
     (part,) = encoder.prepare(batch, BASE_TIME).partitions.values()
-    assert len(sleeps) >= 2 * 7  # reading the events, then encoding them
+    assert len(sleeps) >= 2 * len(batch) // CHECK_EVERY  # reading the events, then encoding
     assert set(sleeps) == {0}
     sleeps.clear()
     encoder.encode(part.rows, 0)
     if fmt is not JSON:  # JSON Lines joins its rows in one short C call
-        assert len(sleeps) >= 7
+        assert len(sleeps) >= (
+            len(ENVELOPE_COLUMNS) if fmt is PARQUET else len(batch) // CHECK_EVERY
+        )
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_fast_encoding_keeps_the_gil(
+    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-over sleeps (about 60 µs on Linux), so work that takes less than
+    HAND_OVER_AFTER in all is never cut: with a clock that barely moves, nothing sleeps."""
+    sleeps = _fake_clock(monkeypatch, HAND_OVER_AFTER / 10_000)
+    encoder, batch = _encoder_and_large_batch(fmt)
+    (part,) = encoder.prepare(batch, BASE_TIME).partitions.values()
+    encoder.encode(part.rows, 0)
+    assert sleeps == []
 
 
 # -- extras --------------------------------------------------------------------------------

@@ -69,26 +69,43 @@ def dumps_text(value: Any, field: str) -> str | None:
     return None if value is None else dumps(value, field).decode()
 
 
-YIELD_EVERY = 128
-"""Events an encoding loop handles between two :func:`yield_gil` calls (under a millisecond)."""
+HAND_OVER_AFTER = 0.0004
+"""Seconds of encoding between two hand-overs of the GIL: about how long the event
+loop's thread waits for it behind an encoding thread."""
+
+CHECK_EVERY = 16
+"""Items a :func:`with_gil_breaks` loop handles between two looks at the clock."""
 
 
-def yield_gil() -> None:
-    """Let a thread waiting for the GIL, the event loop's above all, run now.
+class GilBreaker:
+    """Lets a thread waiting for the GIL, the event loop's above all, run now and then.
 
     Encoding runs in pool threads but holds the GIL; left alone, a busy thread keeps it
-    for Python's switch interval (5 ms) each time the loop's thread asks for it, and
-    the loop falls behind. Sleeping zero seconds releases the GIL and hands it over.
+    for Python's switch interval (5 ms) each time the loop's thread asks for it, and the
+    loop falls behind. Sleeping zero seconds releases the GIL and hands it over, but on
+    Linux it sleeps for the timer slack (about 60 µs), so a breaker does it only once
+    :data:`HAND_OVER_AFTER` of work has passed since its last hand-over.
     """
-    time.sleep(0)
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        """Hand the GIL over if this thread has held it long enough."""
+        if time.perf_counter() - self._since >= HAND_OVER_AFTER:
+            time.sleep(0)
+            self._since = time.perf_counter()
 
 
 def with_gil_breaks(items: Iterable[T]) -> Iterator[T]:
-    """``items``, handing the GIL over (:func:`yield_gil`) after every ``YIELD_EVERY``."""
+    """``items``, with a :class:`GilBreaker` looking at the clock every ``CHECK_EVERY``."""
+    breaker = GilBreaker()
     for count, item in enumerate(items, 1):
         yield item
-        if count % YIELD_EVERY == 0:
-            yield_gil()
+        if count % CHECK_EVERY == 0:
+            breaker()
 
 
 _SEPARATOR = orjson.Fragment(b"\n")
@@ -114,6 +131,7 @@ def dumps_many(
     exact, value-by-value path; the caller then takes it.
     """
     pieces: list[bytes] = []
+    breaker = GilBreaker()
     for start in range(0, len(values), DUMPS_CHUNK):
         chunk = values[start : start + DUMPS_CHUNK]
         items = [_SEPARATOR] * (2 * len(chunk))
@@ -126,7 +144,7 @@ def dumps_many(
             if _has_nonfinite(chunk[i]):
                 cut[i] = exact(start + i)
         pieces += cut
-        yield_gil()
+        breaker()
     return pieces
 
 

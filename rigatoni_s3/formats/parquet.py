@@ -33,9 +33,9 @@ from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._values import (
     ENVELOPE_COLUMNS,
     EnvelopeRow,
+    GilBreaker,
     envelope_row,
     envelope_rows,
-    yield_gil,
 )
 
 ROW_GROUP_ROWS = 128 * 1024
@@ -102,12 +102,13 @@ class ParquetSerializer:
         # through str, and aware datetimes into UTC microseconds. It holds the GIL while
         # it converts, so it converts one column of a slice of rows at a time.
         batches = []
+        breaker = GilBreaker()
         for start in range(0, len(rows), SLICE_ROWS):
             columns = zip(*rows[start : start + SLICE_ROWS], strict=True)
             arrays = []
             for column, field in zip(columns, SCHEMA, strict=True):
                 arrays.append(pa.array(column, type=field.type))
-                yield_gil()
+                breaker()
             batches.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
         table = pa.Table.from_batches(batches, schema=SCHEMA)
         sink = pa.BufferOutputStream()
