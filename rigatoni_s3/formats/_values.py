@@ -391,16 +391,9 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
     for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
         events
     ):
-        if not (
-            type(operation) is str
-            and operation.isascii()
-            and (database is None or (type(database) is str and database.isascii()))
-            and (collection is None or (type(collection) is str and collection.isascii()))
-            and (cluster_time is None or isinstance(cluster_time, datetime))
-        ):
-            operation, database, collection = checked_head(
-                operation, database, collection, cluster_time
-            )
+        operation, database, collection = checked_head(
+            operation, database, collection, cluster_time
+        )
         heads.append((operation, database, collection, cluster_time))
         extend((key, full, update, token))
     pieces = dumps_many(
