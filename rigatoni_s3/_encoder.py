@@ -20,7 +20,7 @@ from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer
 from rigatoni_s3.formats._values import with_gil_breaks
-from rigatoni_s3.keys import PartitionKey, granularity
+from rigatoni_s3.keys import PartitionKey, partition_of
 
 
 @attrs.frozen
@@ -83,32 +83,26 @@ class Encoder:
         All events are encoded at once (``encode_events``); only when that fails are
         they encoded one by one, to reject exactly the events that cannot be written.
         """
-        step = granularity(self.strategy)
-        now_seconds = int(now.timestamp())
+        strategy = self.strategy
         rejected: list[EventError] = []
         accepted: list[EventFields] = []
         indices: list[int] = []
-        partitions: list[tuple[str | None, int | None]] = []
+        partitions: list[PartitionKey] = []
         for index, event in enumerate(with_gil_breaks(events)):
             try:
                 fields = fields_of(event)
             except Exception as exc:  # one bad event must not sink the others
                 rejected.append(_rejection(exc, index, None))
                 continue
-            period = None
-            if step is not None:
-                when = fields.cluster_time
-                seconds = now_seconds if when is None else int(when.timestamp())
-                period = seconds - seconds % step
             accepted.append(fields)
             indices.append(index)
-            partitions.append((fields.collection, period))
+            partitions.append(partition_of(strategy, fields.collection, fields.cluster_time, now))
         try:
             rows, sizes = self.serializer.encode_events(accepted)
         except Exception:  # some event cannot be encoded: find it, keep the others
             rows, sizes = self._encode_one_by_one(accepted, indices, partitions, rejected)
             rejected.sort(key=lambda error: error.index or 0)
-        groups: dict[tuple[str | None, int | None], tuple[list[Any], list[int]]] = {}
+        groups: dict[PartitionKey, tuple[list[Any], list[int]]] = {}
         for partition, row, size in zip(partitions, rows, sizes, strict=True):
             group = groups.get(partition)
             if group is None:
@@ -121,8 +115,8 @@ class Encoder:
         )
         return PreparedEvents(
             {
-                PartitionKey(collection, period): PartitionRows(group_rows, list(accumulate(sized)))
-                for (collection, period), (group_rows, sized) in groups.items()
+                partition: PartitionRows(group_rows, list(accumulate(sized)))
+                for partition, (group_rows, sized) in groups.items()
             },
             rejected,
             len(rows),
@@ -134,7 +128,7 @@ class Encoder:
         self,
         accepted: list[EventFields],
         indices: list[int],
-        partitions: list[tuple[str | None, int | None]],
+        partitions: list[PartitionKey],
         rejected: list[EventError],
     ) -> tuple[list[Any], list[int]]:
         """Encode event by event; the rejected ones leave ``accepted`` and ``partitions``."""

@@ -24,9 +24,10 @@ leaves its prefix nor forges a ``name=value`` segment.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
-
-import attrs
+from functools import partial
+from typing import NamedTuple
 
 from rigatoni_s3.config import KeyGenerationStrategy
 
@@ -41,9 +42,10 @@ _ESCAPED = frozenset("\"#%'*/:=?\\{[]^\x7f") | frozenset(chr(c) for c in range(0
 _ESCAPE_TABLE = {ord(ch): f"%{ord(ch):02X}" for ch in _ESCAPED}
 
 
-@attrs.frozen
-class PartitionKey:
-    """Which object an event goes to: collection and time bucket (epoch seconds, or None)."""
+class PartitionKey(NamedTuple):
+    """Which object an event goes to: collection and time bucket (epoch seconds, or None).
+
+    A tuple, so that building and hashing one per event stays cheap."""
 
     collection: str | None
     period_start: int | None
@@ -62,12 +64,26 @@ def granularity(strategy: KeyGenerationStrategy) -> int | None:
 
 
 def partition_of(
-    strategy: KeyGenerationStrategy, collection: str | None, when: datetime
+    strategy: KeyGenerationStrategy,
+    collection: str | None,
+    when: datetime | None,
+    fallback: datetime,
 ) -> PartitionKey:
-    """The partition of one event whose ``cluster_time`` (or write time) is ``when``."""
+    """The partition of one event whose ``cluster_time`` is ``when``.
+
+    An event without a ``cluster_time`` (``None``) goes to the bucket of ``fallback``,
+    the time it was written. Buckets are floored, so an instant before 1970 stays in
+    its own hour rather than the next one.
+    """
     step = granularity(strategy)
-    period = None if step is None else int(when.timestamp()) // step * step
-    return PartitionKey(collection, period)
+    if step is None:
+        return _new_key((collection, None))
+    seconds = math.floor((fallback if when is None else when).timestamp())
+    return _new_key((collection, seconds - seconds % step))
+
+
+_new_key = partial(tuple.__new__, PartitionKey)
+"""Builds a :class:`PartitionKey` without the Python-level ``__new__`` (one per event)."""
 
 
 def escape_segment(name: str | None) -> str:

@@ -19,11 +19,13 @@ from rigatoni_s3.keys import (
 )
 
 WHEN = datetime(2025, 1, 15, 10, 42, 7, tzinfo=UTC)
+FALLBACK = datetime(2000, 1, 1, tzinfo=UTC)
+"""The write time; unused, since every event here has a cluster_time."""
 NAME = file_name(1736937727000, "w1", 7, "jsonl")
 
 
 def key(strategy: K, prefix: str = "events", collection: str | None = "users") -> str:
-    return object_key(prefix, strategy, partition_of(strategy, collection, WHEN), NAME)
+    return object_key(prefix, strategy, partition_of(strategy, collection, WHEN, FALLBACK), NAME)
 
 
 def test_file_name_is_time_writer_sequence_extension() -> None:
@@ -64,12 +66,14 @@ def test_partition_buckets_by_hour_or_day() -> None:
     later = datetime(2025, 1, 15, 10, 59, 59, tzinfo=UTC)
     next_hour = datetime(2025, 1, 15, 11, 0, 0, tzinfo=UTC)
     hourly = K.DATE_HOUR_PARTITIONED
-    assert partition_of(hourly, "c", WHEN) == partition_of(hourly, "c", later)
-    assert partition_of(hourly, "c", WHEN) != partition_of(hourly, "c", next_hour)
-    assert partition_of(K.DATE_PARTITIONED, "c", WHEN) == partition_of(
-        K.DATE_PARTITIONED, "c", next_hour
+    assert partition_of(hourly, "c", WHEN, FALLBACK) == partition_of(hourly, "c", later, FALLBACK)
+    assert partition_of(hourly, "c", WHEN, FALLBACK) != partition_of(
+        hourly, "c", next_hour, FALLBACK
     )
-    assert partition_of(K.COLLECTION_BASED, "c", WHEN) == PartitionKey("c", None)
+    assert partition_of(K.DATE_PARTITIONED, "c", WHEN, FALLBACK) == partition_of(
+        K.DATE_PARTITIONED, "c", next_hour, FALLBACK
+    )
+    assert partition_of(K.COLLECTION_BASED, "c", WHEN, FALLBACK) == PartitionKey("c", None)
 
 
 def test_hour_is_taken_in_utc() -> None:
@@ -77,7 +81,7 @@ def test_hour_is_taken_in_utc() -> None:
     from datetime import timedelta, timezone
 
     local = datetime(2025, 1, 15, 12, 30, tzinfo=timezone(timedelta(hours=2)))
-    partition = partition_of(K.HIVE_PARTITIONED, "c", local)
+    partition = partition_of(K.HIVE_PARTITIONED, "c", local, FALLBACK)
     assert "hour=10" in object_key("", K.HIVE_PARTITIONED, partition, NAME)
 
 
@@ -140,5 +144,5 @@ def test_readme_example_keys_are_what_the_code_produces() -> None:
     name = file_name(1736937000000, "3fa2b0c41d9e", 1, "jsonl.zst")
     for strategy in K:
         assert rows[strategy.name] == object_key(
-            "events", strategy, partition_of(strategy, "users", when), name
+            "events", strategy, partition_of(strategy, "users", when, FALLBACK), name
         )
