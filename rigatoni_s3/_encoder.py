@@ -14,12 +14,12 @@ from typing import Any
 
 import attrs
 
+from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.compression import IDENTITY, Codec
 from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer
-from rigatoni_s3.formats._values import with_gil_breaks
 from rigatoni_s3.keys import PartitionKey, partition_of
 
 

@@ -23,20 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rigatoni_s3 import Compression, KeyGenerationStrategy, S3Config, SerializationFormat
+from rigatoni_s3 import _gil as gil_module
 from rigatoni_s3._encoder import Encoder
+from rigatoni_s3._gil import CHECK_EVERY, HAND_OVER_AFTER
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.errors import ConfigError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
-from rigatoni_s3.formats import _values as values_module
+from rigatoni_s3.formats import _json as json_module
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
-from rigatoni_s3.formats._values import (
-    CHECK_EVERY,
-    DUMPS_CHUNK,
-    ENVELOPE_COLUMNS,
-    HAND_OVER_AFTER,
-)
+from rigatoni_s3.formats._envelope import ENVELOPE_COLUMNS
+from rigatoni_s3.formats._json import DUMPS_CHUNK
 from tests.helpers import (
     BASE_TIME,
     BSON_DOCUMENT,
@@ -771,21 +769,21 @@ def test_dumps_many_equals_dumps_value_by_value(values: list[Any], chunk: int) -
 
     def alone(value: Any) -> bytes | None:
         try:
-            return values_module.dumps(value, field)
+            return json_module.dumps(value, field)
         except SerializationError:
             return None
 
     expected = [alone(value) for value in values]
-    with patch.object(values_module, "DUMPS_CHUNK", chunk):
+    with patch.object(json_module, "DUMPS_CHUNK", chunk):
         try:
-            pieces = values_module.dumps_many(
+            pieces = json_module.dumps_many(
                 values,
                 [1 if value is None else 0 for value in values],
-                lambda i: values_module.dumps(values[i], field),
+                lambda i: json_module.dumps(values[i], field),
             )
         except TypeError:  # the caller then goes value by value: fine if orjson cannot
             with pytest.raises(TypeError):
-                orjson.dumps(values, default=values_module._orjson_default)
+                orjson.dumps(values, default=json_module._orjson_default)
             return
     assert pieces == expected
 
@@ -855,7 +853,7 @@ def _fake_clock(monkeypatch: pytest.MonkeyPatch, step: float) -> list[float]:
     sleeps: list[float] = []
     readings = itertools.count(1.0, step)
     fake = SimpleNamespace(sleep=sleeps.append, perf_counter=lambda: next(readings))
-    monkeypatch.setattr(values_module, "time", fake)
+    monkeypatch.setattr(gil_module, "time", fake)
     return sleeps
 
 

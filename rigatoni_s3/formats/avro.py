@@ -26,16 +26,16 @@ from typing import Any
 
 import fastavro
 
+from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import (
+from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    with_gil_breaks,
 )
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
@@ -118,8 +118,8 @@ def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:
     digest = hashlib.blake2b(digest_size=16, person=b"rigatoni-avro")
     digest.update(len(rows).to_bytes(8, "little"))
     for row in rows:
-        digest.update(row[7] or b"")  # resume token
-        digest.update(row[4] or b"")  # document key
+        digest.update(row.resume_token or b"")
+        digest.update(row.document_key or b"")
         digest.update(b"\x00")
     return digest.digest()
 

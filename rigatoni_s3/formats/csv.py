@@ -18,15 +18,15 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 
+from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import (
+from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    iso_utc,
-    with_gil_breaks,
 )
+from rigatoni_s3.formats._json import iso_utc
 
 _QUOTE = ord('"')
 
@@ -60,7 +60,7 @@ class CsvSerializer:
 def _quoting(row: EnvelopeRow) -> int:
     """Bytes CSV adds to the documents: two enclosing quotes, and each inner one doubled."""
     extra = 0
-    for document in row[4:]:
+    for document in (row.document_key, row.full_document, row.update_description, row.resume_token):
         if document is not None:
             extra += 2 + document.count(_QUOTE)
     return extra

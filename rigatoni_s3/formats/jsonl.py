@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import checked_head, dumps, dumps_many, with_gil_breaks
+from rigatoni_s3.formats._envelope import checked_head
+from rigatoni_s3.formats._json import dumps, dumps_many
 
 _HEAD_OPTIONS = orjson.OPT_UTC_Z
 

@@ -27,13 +27,13 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rigatoni_s3._gil import GilBreaker
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._values import (
+from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
     EnvelopeRow,
-    GilBreaker,
     envelope_row,
     envelope_rows,
 )

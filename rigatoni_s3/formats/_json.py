@@ -24,7 +24,7 @@ The fast path is orjson; values it cannot hold exactly (integers beyond 64 bits,
 non-finite floats) go through :func:`to_plain` and the standard library.
 
 JSON Lines nests this JSON in each line; CSV, Parquet and Avro store the same JSON
-as text in their document columns, checked once per event by :func:`envelope_row`.
+as text in their document columns (:mod:`rigatoni_s3.formats._envelope`).
 """
 
 from __future__ import annotations
@@ -32,21 +32,18 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import accumulate
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from rigatoni_s3._gil import GilBreaker
 from rigatoni_s3.errors import SerializationError
-from rigatoni_s3.events import EventFields
-
-T = TypeVar("T")
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -62,50 +59,6 @@ def dumps(value: Any, field: str) -> bytes:
     if b"null" in out and _has_nonfinite(value):  # orjson writes NaN/inf as null
         return _dumps_exact(value, field)
     return out
-
-
-def dumps_text(value: Any, field: str) -> str | None:
-    """``value`` as a JSON string for formats that store documents as text; None stays None."""
-    return None if value is None else dumps(value, field).decode()
-
-
-HAND_OVER_AFTER = 0.0004
-"""Seconds of encoding between two hand-overs of the GIL: about how long the event
-loop's thread waits for it behind an encoding thread."""
-
-CHECK_EVERY = 16
-"""Items a :func:`with_gil_breaks` loop handles between two looks at the clock."""
-
-
-class GilBreaker:
-    """Lets a thread waiting for the GIL, the event loop's above all, run now and then.
-
-    Encoding runs in pool threads but holds the GIL; left alone, a busy thread keeps it
-    for Python's switch interval (5 ms) each time the loop's thread asks for it, and the
-    loop falls behind. Sleeping zero seconds releases the GIL and hands it over, but on
-    Linux it sleeps for the timer slack (about 60 µs), so a breaker does it only once
-    :data:`HAND_OVER_AFTER` of work has passed since its last hand-over.
-    """
-
-    __slots__ = ("_since",)
-
-    def __init__(self) -> None:
-        self._since = time.perf_counter()
-
-    def __call__(self) -> None:
-        """Hand the GIL over if this thread has held it long enough."""
-        if time.perf_counter() - self._since >= HAND_OVER_AFTER:
-            time.sleep(0)
-            self._since = time.perf_counter()
-
-
-def with_gil_breaks(items: Iterable[T]) -> Iterator[T]:
-    """``items``, with a :class:`GilBreaker` looking at the clock every ``CHECK_EVERY``."""
-    breaker = GilBreaker()
-    for count, item in enumerate(items, 1):
-        yield item
-        if count % CHECK_EVERY == 0:
-            breaker()
 
 
 _SEPARATOR = orjson.Fragment(b"\n")
@@ -286,7 +239,7 @@ def _iso(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _kept(json_bytes: bytes) -> bytes:
+def kept(json_bytes: bytes) -> bytes:
     """A right-sized copy for rows that stay buffered: orjson's output objects keep a
     capacity of several KiB, which would make a small row cost far more memory than
     ``max_buffer_bytes`` accounts for."""
@@ -313,158 +266,6 @@ def _has_nonfinite(value: Any) -> bool:
         elif isinstance(item, list | tuple):
             stack.extend(item)
     return False
-
-
-# -- The envelope as the tabular formats (CSV, Parquet, Avro) store it -------------------
-
-EnvelopeRow = tuple[
-    str,  # operation
-    str | None,  # database
-    str | None,  # collection
-    datetime | None,  # cluster_time, aware UTC
-    bytes | None,  # document_key as JSON
-    bytes | None,  # full_document as JSON
-    bytes | None,  # update_description as JSON
-    bytes | None,  # resume_token as JSON
-]
-"""One event checked for the tabular formats: text fields are exact, UTF-8-safe ``str``
-values and documents are JSON (the mapping above) as UTF-8 bytes. Turning a row into
-any of the formats cannot fail, so every data error surfaces in :func:`envelope_row`."""
-
-ENVELOPE_COLUMNS = (
-    "operation",
-    "database",
-    "collection",
-    "cluster_time",
-    "document_key",
-    "full_document",
-    "update_description",
-    "resume_token",
-)
-"""Column order of every format."""
-
-DOCUMENT_COLUMNS = ENVELOPE_COLUMNS[4:]
-
-_ROW_OVERHEAD = 16
-"""Bytes a row costs beyond its text: the 8-byte timestamp, offsets or separators."""
-
-
-def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
-    """The checked envelope of ``event`` and its size in bytes (text plus a small overhead).
-
-    Raises :class:`~rigatoni_s3.errors.SerializationError` naming the field when a
-    value cannot be stored: a missing or non-string ``operation``, a non-string
-    ``database``/``collection``, a string that is not valid UTF-8 (lone surrogates),
-    or a document value with no JSON mapping.
-    """
-    operation, database, collection, cluster_time, key, full, update, token = event
-    operation, database, collection = checked_head(operation, database, collection, cluster_time)
-    key_json = None if key is None else _kept(dumps(key, "document_key"))
-    full_json = None if full is None else _kept(dumps(full, "full_document"))
-    update_json = None if update is None else _kept(dumps(update, "update_description"))
-    token_json = None if token is None else _kept(dumps(token, "resume_token"))
-    size = _ROW_OVERHEAD + len(operation)
-    for part in (database, collection, key_json, full_json, update_json, token_json):
-        if part is not None:
-            size += len(part)
-    row = (
-        operation,
-        database,
-        collection,
-        cluster_time,
-        key_json,
-        full_json,
-        update_json,
-        token_json,
-    )
-    return row, size
-
-
-def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
-    """:func:`envelope_row` of every event, with the documents' JSON from one orjson call.
-
-    Raises when some event needs :func:`envelope_row` itself, to be rejected alone.
-    """
-    documents: list[Any] = []
-    extend = documents.extend
-    heads = []
-    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
-        events
-    ):
-        operation, database, collection = checked_head(
-            operation, database, collection, cluster_time
-        )
-        heads.append((operation, database, collection, cluster_time))
-        extend((key, full, update, token))
-    pieces = dumps_many(
-        documents,
-        [1 if document is None else 0 for document in documents],
-        lambda i: dumps(documents[i], DOCUMENT_COLUMNS[i % 4]),
-    )
-    rows: list[EnvelopeRow] = []
-    sizes: list[int] = []
-    each = iter(pieces)
-    for head, key_json, full_json, update_json, token_json in zip(
-        heads, each, each, each, each, strict=True
-    ):
-        documents_json = (
-            None if key_json == b"null" else key_json,
-            None if full_json == b"null" else full_json,
-            None if update_json == b"null" else update_json,
-            None if token_json == b"null" else token_json,
-        )
-        operation, database, collection, _ = head
-        size = (
-            _ROW_OVERHEAD
-            + len(operation)
-            + len(key_json)
-            + len(full_json)
-            + len(update_json)
-            + len(token_json)
-            - 4 * documents_json.count(None)  # a null document takes no room
-        )
-        if database is not None:
-            size += len(database)
-        if collection is not None:
-            size += len(collection)
-        rows.append((*head, *documents_json))
-        sizes.append(size)
-    return rows, sizes
-
-
-def checked_head(
-    operation: Any, database: Any, collection: Any, cluster_time: Any
-) -> tuple[str, str | None, str | None]:
-    """``operation``, ``database`` and ``collection`` as exact, UTF-8-safe ``str``;
-    raises SerializationError naming the field, also for a ``cluster_time`` that is
-    not a datetime."""
-    if type(operation) is not str or not operation.isascii():
-        if operation is None:
-            raise SerializationError("is required", field="operation")
-        operation = _checked_text(operation, "operation")
-    if database is not None and (type(database) is not str or not database.isascii()):
-        database = _checked_text(database, "database")
-    if collection is not None and (type(collection) is not str or not collection.isascii()):
-        collection = _checked_text(collection, "collection")
-    if cluster_time is not None and not isinstance(cluster_time, datetime):
-        raise SerializationError(
-            f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
-        )
-    return operation, database, collection
-
-
-def _checked_text(value: Any, field: str) -> str:
-    """``value`` as an exact ``str`` whose UTF-8 encoding cannot fail."""
-    if not isinstance(value, str):
-        raise SerializationError(f"must be a string, got {type(value).__name__}", field=field)
-    text = str.__str__(value)  # an exact str copy, whatever a subclass overrides
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise SerializationError(
-            f"string is not valid UTF-8 ({exc.reason}); fix or drop the character", field=field
-        ) from exc
-    return text
 
 
 def iso_utc(value: datetime) -> str:

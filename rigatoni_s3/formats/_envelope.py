@@ -1,0 +1,165 @@
+"""The envelope as the tabular formats (CSV, Parquet, Avro) store it.
+
+Every data error of an event surfaces here, once: text fields become exact,
+UTF-8-safe ``str`` values and documents become JSON (:mod:`._json`) as UTF-8 bytes.
+Turning an :class:`EnvelopeRow` into any of the formats then cannot fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, NamedTuple
+
+from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3.errors import SerializationError
+from rigatoni_s3.events import EventFields
+from rigatoni_s3.formats._json import dumps, dumps_many, kept
+
+
+class EnvelopeRow(NamedTuple):
+    """One event checked for the tabular formats, in their column order."""
+
+    operation: str
+    database: str | None
+    collection: str | None
+    cluster_time: datetime | None
+    """Aware UTC."""
+    document_key: bytes | None
+    """JSON, like the three columns below."""
+    full_document: bytes | None
+    update_description: bytes | None
+    resume_token: bytes | None
+
+
+_new_row = partial(tuple.__new__, EnvelopeRow)
+"""Builds an :class:`EnvelopeRow` without the Python-level ``__new__`` (one per event)."""
+
+ENVELOPE_COLUMNS: tuple[str, ...] = EnvelopeRow._fields
+"""Column order of every format."""
+
+DOCUMENT_COLUMNS = ENVELOPE_COLUMNS[4:]
+
+_ROW_OVERHEAD = 16
+"""Bytes a row costs beyond its text: the 8-byte timestamp, offsets or separators."""
+
+
+def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
+    """The checked envelope of ``event`` and its size in bytes (text plus a small overhead).
+
+    Raises :class:`~rigatoni_s3.errors.SerializationError` naming the field when a
+    value cannot be stored: a missing or non-string ``operation``, a non-string
+    ``database``/``collection``, a string that is not valid UTF-8 (lone surrogates),
+    or a document value with no JSON mapping.
+    """
+    operation, database, collection, cluster_time, key, full, update, token = event
+    operation, database, collection = checked_head(operation, database, collection, cluster_time)
+    key_json = None if key is None else kept(dumps(key, "document_key"))
+    full_json = None if full is None else kept(dumps(full, "full_document"))
+    update_json = None if update is None else kept(dumps(update, "update_description"))
+    token_json = None if token is None else kept(dumps(token, "resume_token"))
+    size = _ROW_OVERHEAD + len(operation)
+    for part in (database, collection, key_json, full_json, update_json, token_json):
+        if part is not None:
+            size += len(part)
+    row = _new_row(
+        (
+            operation,
+            database,
+            collection,
+            cluster_time,
+            key_json,
+            full_json,
+            update_json,
+            token_json,
+        )
+    )
+    return row, size
+
+
+def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
+    """:func:`envelope_row` of every event, with the documents' JSON from one orjson call.
+
+    Raises when some event needs :func:`envelope_row` itself, to be rejected alone.
+    """
+    documents: list[Any] = []
+    extend = documents.extend
+    heads = []
+    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
+        events
+    ):
+        operation, database, collection = checked_head(
+            operation, database, collection, cluster_time
+        )
+        heads.append((operation, database, collection, cluster_time))
+        extend((key, full, update, token))
+    pieces = dumps_many(
+        documents,
+        [1 if document is None else 0 for document in documents],
+        lambda i: dumps(documents[i], DOCUMENT_COLUMNS[i % 4]),
+    )
+    rows: list[EnvelopeRow] = []
+    sizes: list[int] = []
+    each = iter(pieces)
+    for head, key_json, full_json, update_json, token_json in zip(
+        heads, each, each, each, each, strict=True
+    ):
+        documents_json = (
+            None if key_json == b"null" else key_json,
+            None if full_json == b"null" else full_json,
+            None if update_json == b"null" else update_json,
+            None if token_json == b"null" else token_json,
+        )
+        operation, database, collection, _ = head
+        size = (
+            _ROW_OVERHEAD
+            + len(operation)
+            + len(key_json)
+            + len(full_json)
+            + len(update_json)
+            + len(token_json)
+            - 4 * documents_json.count(None)  # a null document takes no room
+        )
+        if database is not None:
+            size += len(database)
+        if collection is not None:
+            size += len(collection)
+        rows.append(_new_row((*head, *documents_json)))
+        sizes.append(size)
+    return rows, sizes
+
+
+def checked_head(
+    operation: Any, database: Any, collection: Any, cluster_time: Any
+) -> tuple[str, str | None, str | None]:
+    """``operation``, ``database`` and ``collection`` as exact, UTF-8-safe ``str``;
+    raises SerializationError naming the field, also for a ``cluster_time`` that is
+    not a datetime."""
+    if type(operation) is not str or not operation.isascii():
+        if operation is None:
+            raise SerializationError("is required", field="operation")
+        operation = _checked_text(operation, "operation")
+    if database is not None and (type(database) is not str or not database.isascii()):
+        database = _checked_text(database, "database")
+    if collection is not None and (type(collection) is not str or not collection.isascii()):
+        collection = _checked_text(collection, "collection")
+    if cluster_time is not None and not isinstance(cluster_time, datetime):
+        raise SerializationError(
+            f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
+        )
+    return operation, database, collection
+
+
+def _checked_text(value: Any, field: str) -> str:
+    """``value`` as an exact ``str`` whose UTF-8 encoding cannot fail."""
+    if not isinstance(value, str):
+        raise SerializationError(f"must be a string, got {type(value).__name__}", field=field)
+    text = str.__str__(value)  # an exact str copy, whatever a subclass overrides
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"string is not valid UTF-8 ({exc.reason}); fix or drop the character", field=field
+        ) from exc
+    return text
