@@ -7,6 +7,8 @@
     ├── EventError (ValueError)             an event cannot be written as given
     │   ├── InvalidEventError               not a change event (missing fields, wrong types)
     │   └── SerializationError              a value the chosen format cannot hold
+    ├── RejectedEventsError (ExceptionGroup, ValueError)
+    │                                       some events of a write_batch call were rejected
     ├── DestinationClosedError (RuntimeError)
     ├── BackpressureTimeout (TimeoutError)  write_batch waited too long for buffer room
     └── DeliveryError                       events could not be written to S3
@@ -25,6 +27,7 @@ Library errors (botocore, aiohttp) are translated at the boundary and kept as
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 
 class RigatoniS3Error(Exception):
@@ -78,21 +81,35 @@ class SerializationError(EventError):
     """A value in the event has no representation in the chosen format."""
 
 
-class RejectedEventsError(RigatoniS3Error, ValueError):
+class RejectedEventsError(RigatoniS3Error, ExceptionGroup[EventError], ValueError):
     """Some events of a ``write_batch`` call were rejected; all the others were accepted.
 
-    ``errors`` holds one :class:`EventError` per rejected event, in input order, each
-    with its ``index`` in the batch. The accepted events are buffered as usual.
+    ``errors`` (also ``exceptions``, as in any exception group) holds one
+    :class:`EventError` per rejected event, in input order, each with its ``index`` in
+    the batch. The accepted events are buffered as usual. Being an ``ExceptionGroup``,
+    it lets a caller handle one kind alone: ``except* SerializationError``.
     """
 
-    def __init__(self, errors: Sequence[EventError], accepted: int) -> None:
-        self.errors = tuple(errors)
-        self.accepted = accepted
+    def __new__(cls, errors: Sequence[EventError], accepted: int) -> Self:
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(
-            f"{len(errors)} event(s) rejected, {accepted} accepted; first: {first}{more}"
-        )
+        message = f"{len(errors)} event(s) rejected, {accepted} accepted; first: {first}{more}"
+        return super().__new__(cls, message, errors)
+
+    def __init__(self, errors: Sequence[EventError], accepted: int) -> None:
+        super().__init__(self.message, errors)
+        self.errors = tuple(errors)
+        self.accepted = accepted
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[RejectedEventsError], tuple[tuple[EventError, ...], int]]:
+        return type(self), (self.errors, self.accepted)
+
+    def derive(self, excs: Sequence[EventError]) -> RejectedEventsError:  # type: ignore[override]
+        """The group ``except*`` hands on: the same call, a subset of its rejections."""
+        return RejectedEventsError(excs, self.accepted)
 
 
 class DestinationClosedError(RigatoniS3Error, RuntimeError):
