@@ -85,18 +85,20 @@ class BufferSet:
     # -- backpressure ---------------------------------------------------------------
 
     async def reserve(
-        self, nbytes: int, timeout: float | None, on_wait: Callable[[int], None]
+        self, nbytes: int, timeout: float | None, on_wait: Callable[[], None]
     ) -> None:
         """Count ``nbytes`` against the bound, waiting for room first if needed.
 
-        ``on_wait`` runs once before waiting so the caller can start uploads that free room.
+        Before waiting, ``on_wait`` runs once (the caller sends failed objects again)
+        and enough open buffers are sealed that their uploads will free the room.
         """
         if not self._waiters and self._fits(nbytes):
             self.held_bytes += nbytes
             return
         waiter = _Waiter(nbytes, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
-        on_wait(nbytes)
+        on_wait()
+        self._make_room(nbytes)
         try:
             async with asyncio.timeout(timeout):
                 await waiter.future
@@ -132,6 +134,13 @@ class BufferSet:
                 waiter.future.set_exception(error)
                 told = True
         return told
+
+    def _make_room(self, nbytes: int) -> None:
+        """Seal buffers so that what is on its way out covers what ``nbytes`` lacks."""
+        in_flight = self.held_bytes - self.open_bytes
+        deficit = self.held_bytes + nbytes - self._max_held
+        if deficit > in_flight:
+            self.seal_largest(deficit - in_flight)
 
     def _fits(self, nbytes: int) -> bool:
         return self.held_bytes + nbytes <= self._max_held or self.held_bytes == 0

@@ -2,7 +2,9 @@
 
 Every request goes through the ``run`` function it is given (the retry policy),
 so this module knows which requests to make, not how often to try them. It is
-also the boundary where botocore's errors become :mod:`rigatoni_s3.errors` types.
+also the one boundary where botocore's and aiohttp's errors become
+:mod:`rigatoni_s3.errors` types: every public method raises those, and callers
+never see the retry policy's internal ``GaveUp``.
 
 Writes are conditional (``If-None-Match: *``): S3 refuses to replace an existing
 key. When a retry meets its own earlier attempt (the first request landed but its
@@ -124,11 +126,24 @@ class S3Uploader:
         self._options = options or {}
         self._content_md5 = content_md5
 
-    async def write(self, key: str, obj: EncodedObject) -> int:
-        """Store ``obj`` at ``key`` unless it is already there; returns requests made.
+    async def write(self, key: str, obj: EncodedObject, *, attempts_before: int = 0) -> int:
+        """Store ``obj`` at ``key`` unless it is already there.
 
-        Raises :class:`~rigatoni_s3._retry.GaveUp` with the last library error.
+        ``attempts_before`` counts the requests earlier rounds made for this object;
+        the result, and the ``attempts`` of an error, include them. Raises an
+        :class:`~rigatoni_s3.errors.UploadError` subclass with the library error as
+        ``__cause__``.
         """
+        try:
+            return attempts_before + await self._write(key, obj)
+        except GaveUp as gave_up:
+            attempts, cause = attempts_before + gave_up.attempts, gave_up.cause
+        except Exception as exc:  # not a request error: a bug below us, say; still typed
+            attempts, cause = attempts_before + 1, exc
+        raise self._translate(cause, key, attempts, obj.events) from cause
+
+    async def _write(self, key: str, obj: EncodedObject) -> int:
+        """Store ``obj`` at ``key``; returns requests made or raises GaveUp."""
         if len(obj.body) >= self._multipart_threshold:
             return await self._write_multipart(key, obj)
         params = self._object_params(key, obj)
@@ -250,8 +265,16 @@ class S3Uploader:
     async def honours_conditional_writes(self, probe_key: str) -> bool:
         """Write ``probe_key`` twice with ``If-None-Match: *``; True if the second is refused.
 
-        Raises :class:`~rigatoni_s3._retry.GaveUp` if the probe cannot be written at all.
+        Raises the :class:`~rigatoni_s3.errors.UploadError` subclass of a probe that
+        cannot be written at all (a missing bucket, denied access).
         """
+        try:
+            return await self._probe(probe_key)
+        except GaveUp as gave_up:
+            cause = gave_up.cause
+            raise self._translate(cause, probe_key, gave_up.attempts, 0) from cause
+
+    async def _probe(self, probe_key: str) -> bool:
 
         async def put_probe() -> Any:
             return await self._client.put_object(
@@ -298,9 +321,9 @@ class S3Uploader:
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
-            raise self.translate(exc, "", 1, 0) from exc
+            raise self._translate(exc, "", 1, 0) from exc
 
-    def translate(self, exc: BaseException, key: str, attempts: int, events: int) -> UploadError:
+    def _translate(self, exc: BaseException, key: str, attempts: int, events: int) -> UploadError:
         """The typed error for a failed upload; the library error becomes ``__cause__``."""
         code, status = error_code(exc)
         error: UploadError

@@ -29,7 +29,7 @@ import aioboto3
 import attrs
 
 from rigatoni_s3._encoder import EncodedObject
-from rigatoni_s3._retry import GaveUp, RetryPolicy
+from rigatoni_s3._retry import RetryPolicy
 from rigatoni_s3._uploader import S3Uploader, client_options
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import UploadError
@@ -125,10 +125,8 @@ async def replay_dead_letters(
             )
             try:
                 await uploader.write(letter.key, obj)
-            except GaveUp as gave_up:
-                failed.append(
-                    uploader.translate(gave_up.cause, letter.key, gave_up.attempts, letter.events)
-                )
+            except UploadError as error:
+                failed.append(error)
                 continue
             await asyncio.to_thread(_remove, letter)
             uploaded += 1
