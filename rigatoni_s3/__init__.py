@@ -11,6 +11,7 @@ from rigatoni_s3.config import (
     S3ConfigBuilder,
     SerializationFormat,
 )
+from rigatoni_s3.deadletter import ReplayResult, replay_dead_letters
 from rigatoni_s3.destination import S3Destination
 from rigatoni_s3.events import ChangeEvent
 from rigatoni_s3.stats import DestinationStats, LatencySummary
@@ -26,9 +27,11 @@ __all__ = [
     "DestinationStats",
     "KeyGenerationStrategy",
     "LatencySummary",
+    "ReplayResult",
     "S3Config",
     "S3ConfigBuilder",
     "S3Destination",
     "SerializationFormat",
     "__version__",
+    "replay_dead_letters",
 ]

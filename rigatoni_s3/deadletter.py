@@ -30,7 +30,7 @@ import attrs
 
 from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options
+from rigatoni_s3._uploader import S3Uploader, client_options, object_options
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import UploadError
 
@@ -103,8 +103,10 @@ async def replay_dead_letters(
 ) -> ReplayResult:
     """Upload every dead letter in ``directory``; each is deleted once it is in S3.
 
-    ``config`` supplies the endpoint, region, credentials and retry settings; each
-    object goes to the bucket and key recorded in its sidecar.
+    ``config`` supplies the endpoint, region, credentials and retry settings, and the
+    object options every object of the destination carries (encryption, KMS key,
+    storage class, tags, checksum); each object goes to the bucket and key recorded
+    in its sidecar.
     """
     directory = Path(directory)
     retry = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
@@ -118,6 +120,8 @@ async def replay_dead_letters(
                 retry.run,
                 multipart_threshold=config.multipart_threshold,
                 part_size=config.multipart_part_size,
+                options=object_options(config),
+                content_md5=config.checksum_algorithm == "MD5",
             )
             body = await asyncio.to_thread(letter.object_path.read_bytes)
             obj = EncodedObject(

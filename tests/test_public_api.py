@@ -15,11 +15,13 @@ def test_all_is_exactly_the_public_api() -> None:
         "DestinationStats",
         "KeyGenerationStrategy",
         "LatencySummary",
+        "ReplayResult",
         "S3Config",
         "S3ConfigBuilder",
         "S3Destination",
         "SerializationFormat",
         "__version__",
+        "replay_dead_letters",
     }
     for name in rigatoni_s3.__all__:
         assert getattr(rigatoni_s3, name) is not None
