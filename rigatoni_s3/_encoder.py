@@ -18,7 +18,7 @@ from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.compression import IDENTITY, Codec
 from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
-from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
+from rigatoni_s3.events import ChangeEvent, EventFields, UtcSeconds, fields_of
 from rigatoni_s3.formats import Serializer
 from rigatoni_s3.keys import PartitionKey, partition_of
 
@@ -63,6 +63,8 @@ class Encoder:
     serializer: Serializer
     codec: Codec
     strategy: KeyGenerationStrategy
+    utc_seconds: UtcSeconds = attrs.field(factory=UtcSeconds, eq=False, repr=False)
+    """Whole seconds as datetimes, shared by the events of one second."""
 
     @property
     def outer_codec(self) -> Codec:
@@ -83,14 +85,14 @@ class Encoder:
         All events are encoded at once (``encode_events``); only when that fails are
         they encoded one by one, to reject exactly the events that cannot be written.
         """
-        strategy = self.strategy
+        strategy, utc_seconds = self.strategy, self.utc_seconds
         rejected: list[EventError] = []
         accepted: list[EventFields] = []
         indices: list[int] = []
         partitions: list[PartitionKey] = []
         for index, event in enumerate(with_gil_breaks(events)):
             try:
-                fields = fields_of(event)
+                fields = fields_of(event, utc_seconds)
             except Exception as exc:  # one bad event must not sink the others
                 rejected.append(_rejection(exc, index, None))
                 continue

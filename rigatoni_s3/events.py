@@ -7,7 +7,7 @@ tuple before encoding, so raw documents never pay for an intermediate object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple
@@ -25,6 +25,35 @@ def _to_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:  # pymongo decodes BSON dates as naive UTC by default
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def utc_second(seconds: int) -> datetime:
+    """A whole second since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+class UtcSeconds:
+    """:func:`utc_second`, remembered: the events of one second share one datetime.
+
+    Each encoder owns one, so no state is shared between destinations; two threads
+    of one encoder may race to fill an entry, which only builds the same value twice.
+    """
+
+    __slots__ = ("_seen",)
+
+    LIMIT = 4096
+    """Entries kept before starting afresh; a stream moves forward, so old ones go stale."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, datetime] = {}
+
+    def __call__(self, seconds: int) -> datetime:
+        when = self._seen.get(seconds)
+        if when is None:
+            if len(self._seen) >= self.LIMIT:
+                self._seen = {}
+            when = self._seen[seconds] = utc_second(seconds)
+        return when
 
 
 @attrs.frozen
@@ -69,7 +98,9 @@ _new_fields = partial(tuple.__new__, EventFields)
 """Builds an :class:`EventFields` from a tuple without the Python-level ``__new__``."""
 
 
-def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
+def fields_of(
+    event: ChangeEvent | Mapping[str, Any], utc_second: Callable[[int], datetime] = utc_second
+) -> EventFields:
     """The envelope of a ChangeEvent or of a raw change-stream document."""
     if type(event) is dict:  # the common case, checked before the slower ABC test
         operation = event.get("operationType")
@@ -84,7 +115,7 @@ def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
                         operation,
                         database,
                         collection,
-                        cluster_time_of(event.get("clusterTime")),
+                        cluster_time_of(event.get("clusterTime"), utc_second),
                         event.get("documentKey"),
                         event.get("fullDocument"),
                         event.get("updateDescription"),
@@ -106,7 +137,7 @@ def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
             )
         )
     if isinstance(event, Mapping):
-        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event)
+        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event, utc_second)
         return _new_fields((op, db, coll, cluster_time, key, full, update, token))
     raise InvalidEventError(
         f"expected a ChangeEvent or a change-stream mapping, got {type(event).__name__}"
@@ -114,7 +145,7 @@ def fields_of(event: ChangeEvent | Mapping[str, Any]) -> EventFields:
 
 
 def fields_of_raw(
-    doc: Mapping[str, Any],
+    doc: Mapping[str, Any], utc_second: Callable[[int], datetime] = utc_second
 ) -> tuple[str, str | None, str | None, Any, Any, Any, datetime | None, Any]:
     """Fields of a raw document in :class:`ChangeEvent` constructor order."""
     operation = doc.get("operationType")
@@ -136,26 +167,15 @@ def fields_of_raw(
         doc.get("documentKey"),
         doc.get("fullDocument"),
         doc.get("updateDescription"),
-        cluster_time_of(doc.get("clusterTime")),
+        cluster_time_of(doc.get("clusterTime"), utc_second),
         doc.get("_id"),
     )
 
 
-_SECONDS: dict[int, datetime] = {}
-"""Recent whole seconds as aware datetimes: events of one second share one object."""
-
-
-def _utc_second(seconds: int) -> datetime:
-    when = _SECONDS.get(seconds)
-    if when is None:
-        if len(_SECONDS) >= 4096:  # keeps the cache small; a stream moves forward
-            _SECONDS.clear()
-        when = _SECONDS[seconds] = datetime.fromtimestamp(seconds, tz=UTC)
-    return when
-
-
-def cluster_time_of(value: Any) -> datetime | None:
-    """The instant of a ``clusterTime``.
+def cluster_time_of(
+    value: Any, utc_second: Callable[[int], datetime] = utc_second
+) -> datetime | None:
+    """The instant of a ``clusterTime``; ``utc_second`` makes whole seconds into datetimes.
 
     A BSON Timestamp is (seconds, increment): the increment orders operations within
     one second and is not a fraction of it, so only the seconds make the time.
@@ -170,11 +190,11 @@ def cluster_time_of(value: Any) -> datetime | None:
         if type(timestamp) is dict or isinstance(timestamp, Mapping):
             seconds = timestamp.get("t")
             if isinstance(seconds, int):
-                return _utc_second(int(seconds))
+                return utc_second(int(seconds))
     else:  # a BSON Timestamp
         seconds = getattr(value, "time", None)
         if isinstance(seconds, int) and hasattr(value, "inc"):
-            return _utc_second(int(seconds))
+            return utc_second(int(seconds))
     raise InvalidEventError(
         f"'clusterTime' must be a BSON Timestamp or datetime, got {type(value).__name__}"
     )

@@ -101,3 +101,25 @@ def test_fields_of_rejects_other_types() -> None:
     """Passing something that is neither names the type received."""
     with pytest.raises(InvalidEventError, match="str"):
         fields_of("insert")  # type: ignore[arg-type]
+
+
+def test_utc_seconds_shares_one_datetime_per_second_within_one_cache() -> None:
+    """Events of one second share a datetime; separate caches share nothing."""
+    from rigatoni_s3.events import UtcSeconds
+
+    first, second = UtcSeconds(), UtcSeconds()
+    assert first(1736935200) is first(1736935200)
+    assert first(1736935200) == second(1736935200) == datetime(2025, 1, 15, 10, tzinfo=UTC)
+    assert first(1736935200) is not second(1736935200)
+
+
+def test_utc_seconds_stays_small() -> None:
+    """The cache starts afresh past its limit instead of growing with the stream."""
+    from rigatoni_s3.events import UtcSeconds
+
+    cache = UtcSeconds()
+    kept = cache(0)
+    for second in range(1, UtcSeconds.LIMIT + 1):
+        cache(second)
+    assert cache(0) is not kept
+    assert len(cache._seen) <= UtcSeconds.LIMIT
