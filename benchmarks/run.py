@@ -80,11 +80,11 @@ def available_configurations(
 class Bench:
     """The S3 server, the run's identity, and the child processes that do the work."""
 
-    def __init__(self, args: argparse.Namespace, endpoint_url: str) -> None:
+    def __init__(self, args: argparse.Namespace, endpoint_url: str, server_pid: int | None) -> None:
         self.args = args
         self.endpoint_url = endpoint_url
         self.tag = datetime.now(UTC).strftime("%H%M%S")
-        self.server_pid = _moto_child_pid()
+        self.server_pid = server_pid
         self.runs: list[dict[str, Any]] = []
 
     def spec(self, kind: str, bucket: str, **overrides: Any) -> RunSpec:
@@ -472,8 +472,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "args": {k: _jsonable(v) for k, v in vars(args).items()},
         "skipped": notes,
     }
-    with EmbeddedS3Server() as endpoint:
-        bench = Bench(args, endpoint.url)
+    server = EmbeddedS3Server()
+    with server as endpoint:
+        bench = Bench(args, endpoint.url, server.pid)
         print(f"S3: moto server at {endpoint.url} (pid {bench.server_pid}), {_host_line()}")
         if args.scaling or args.profile or args.stages:
             if args.stages:
@@ -540,22 +541,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return getattr(value, "value", value)
-
-
-def _moto_child_pid() -> int | None:
-    """The pid of the moto server this process started (to read its CPU time)."""
-    me = str(os.getpid())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if stat.rpartition(")")[2].split()[1] == me and b"moto.server" in cmdline:
-            return int(entry.name)
-    return None
 
 
 def _tail(text: str, lines: int = 20) -> str:

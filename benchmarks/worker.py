@@ -118,9 +118,7 @@ async def run_ours(spec: RunSpec) -> dict[str, Any]:
         spec.bucket, format=spec.format, compression=spec.compression, **spec.options
     )
     profiler = _ThreadProfiler() if spec.profile_path else None
-    if profiler is not None:
-        profiler.install()
-    destination = S3Destination(config)
+    destination = S3Destination(config, executor=None if profiler is None else profiler.executor())
     await destination.start()  # opening the client is a one-off, not per event
     batches = _Timed(pool.batches(spec.events, spec.batch_size))
     latencies: list[float] = []
@@ -159,41 +157,36 @@ async def run_ours(spec: RunSpec) -> dict[str, Any]:
 class _ThreadProfiler:
     """cProfile for the event loop thread and for every encode thread of the destination.
 
-    cProfile sees one thread only, so the destination's executor is swapped for one
-    whose threads each run their own profiler; the profiles are merged at the end.
-    This relies on ``rigatoni_s3.destination`` creating a ``ThreadPoolExecutor`` in
-    ``start()``; if that changes, ``--profile`` needs to follow.
+    cProfile sees one thread only, so the destination is given an executor whose
+    threads each run their own profiler; the profiles are merged at the end.
     """
 
     def __init__(self) -> None:
         self.main = cProfile.Profile()
         self.threads: list[cProfile.Profile] = []
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
 
-    def install(self) -> None:
-        import rigatoni_s3.destination as destination_module
-
-        profiler = self
+    def executor(self) -> ThreadPoolExecutor:
+        """A pool like the destination's own, each of whose threads profiles itself."""
+        from rigatoni_s3.destination import ENCODE_THREADS
 
         def start_thread_profile() -> None:
             thread_profile = cProfile.Profile()
-            with profiler._lock:
-                profiler.threads.append(thread_profile)
+            with self._lock:
+                self.threads.append(thread_profile)
             thread_profile.enable()
 
-        class ProfiledExecutor(ThreadPoolExecutor):
-            def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
-                super().__init__(max_workers, thread_name_prefix, start_thread_profile)
-
-        # Patched for this profiling process only; S3Destination looks the name up at start().
-        setattr(destination_module, "ThreadPoolExecutor", ProfiledExecutor)  # noqa: B010
+        self._executor = ThreadPoolExecutor(
+            ENCODE_THREADS, "rigatoni-s3-encode", initializer=start_thread_profile
+        )
+        return self._executor
 
     def dump(self, path: str) -> None:
         import pstats
 
-        for thread in threading.enumerate():  # the executor was shut down without waiting
-            if thread.name.startswith("rigatoni-s3-encode"):
-                thread.join(timeout=5)
+        if self._executor is not None:  # ours to stop: the destination leaves it running
+            self._executor.shutdown(wait=True)
         stats = pstats.Stats(self.main)
         for thread_profile in self.threads:
             stats.add(thread_profile)

@@ -134,6 +134,12 @@ class EmbeddedS3Server:
             "the embedded S3 server did not start; install it with: pip install 'rigatoni-s3[server]'"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (to read its CPU time, say); else None."""
+        process = self._process
+        return None if process is None or process.poll() is not None else process.pid
+
     def stop(self) -> None:
         """Stop the server process and wait for it to exit."""
         process, self._process = self._process, None
