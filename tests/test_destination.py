@@ -376,3 +376,25 @@ async def test_a_later_hour_seals_the_earlier_one(
         assert keys[0].startswith("users/2025/01/15/10/")
         assert sorted(ids_in(s3_client, bucket)) == [0, 1, 2, 3, 4]
     assert len(list_keys(s3_client, bucket)) == 3  # orders/10 and users/11 on close
+
+
+async def test_a_given_executor_encodes_and_is_left_running(
+    make_config: MakeConfig, s3_client: Any, bucket: str
+) -> None:
+    """Encoding runs in the executor passed in, and close() does not shut it down."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="caller-pool") as pool:
+        used: list[str] = []
+        real_submit = pool.submit
+
+        def submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            used.append(getattr(fn, "__name__", ""))
+            return real_submit(fn, *args, **kwargs)
+
+        pool.submit = submit  # type: ignore[method-assign]
+        async with S3Destination(make_config(), executor=pool) as dest:
+            await dest.write_batch(raw_events(5))
+        assert {"prepare", "encode"} <= set(used)
+        assert real_submit(lambda: 42).result(timeout=5) == 42  # still running
+    assert len(list_keys(s3_client, bucket)) == 1
