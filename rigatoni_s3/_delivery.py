@@ -70,9 +70,14 @@ class Deliveries:
 
     # -- outcomes -------------------------------------------------------------------------
 
-    def written(self, buffer: PartitionBuffer, obj: EncodedObject, latency: float) -> None:
-        """The object is in S3: count it, free its memory, settle its events."""
+    def written(
+        self, buffer: PartitionBuffer, obj: EncodedObject, attempts: int, latency: float
+    ) -> None:
+        """The object is in S3 after ``attempts`` requests in all: count it, free its
+        memory, settle its events."""
         counters = self._counters
+        counters.retries += attempts - buffer.attempts - 1
+        buffer.attempts = attempts
         counters.objects_written += 1
         counters.events_uploaded += buffer.events
         counters.bytes_uploaded += len(obj.body)
@@ -107,7 +112,9 @@ class Deliveries:
         started: float,
     ) -> None:
         """The upload gave up: resubmit, save as a dead letter, or keep for retry."""
+        self._counters.retries += error.attempts - buffer.attempts - 1
         self._counters.failures += 1
+        buffer.attempts = error.attempts
         if isinstance(error, RetriesExhaustedError) and started < self._flush_called_at:
             # Its retries began before someone asked for a flush (say, once S3 came
             # back): that flush deserves a full round of attempts, not a stale verdict.

@@ -101,9 +101,6 @@ class S3Destination:
             codec_for(config.compression),
             config.key_strategy,
         )
-        self._retry = RetryPolicy(
-            config.max_retries, config.retry_base_delay, config.retry_max_delay
-        )
         self._progress = DeliveryProgress(config.on_durable)
         self._buffers = BufferSet(
             max_batch_events=config.max_batch_events,
@@ -160,7 +157,11 @@ class S3Destination:
             uploader = S3Uploader(
                 client,
                 self.config.bucket,
-                self._retry.run,
+                RetryPolicy(
+                    self.config.max_retries,
+                    self.config.retry_base_delay,
+                    self.config.retry_max_delay,
+                ).run,
                 multipart_threshold=self.config.multipart_threshold,
                 part_size=self.config.multipart_part_size,
                 options=object_options(self.config),
@@ -264,16 +265,13 @@ class S3Destination:
         except Exception as exc:
             self._deliveries.encoding_failed(buffer, exc)
             return
-        started, before = loop.time(), buffer.attempts
+        started = loop.time()
         try:
-            buffer.attempts = await self._uploader.write(buffer.key, obj, attempts_before=before)
+            attempts = await self._uploader.write(buffer.key, obj, attempts_before=buffer.attempts)
         except UploadError as error:
-            self._counters.retries += error.attempts - before - 1
-            buffer.attempts = error.attempts
             await self._deliveries.upload_failed(buffer, obj, error, started)
             return
-        self._counters.retries += buffer.attempts - before - 1
-        self._deliveries.written(buffer, obj, loop.time() - started)
+        self._deliveries.written(buffer, obj, attempts, loop.time() - started)
 
     def _on_crash(self, exc: BaseException) -> None:
         self._deliveries.crashed(exc)
