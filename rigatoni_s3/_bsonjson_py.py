@@ -70,7 +70,9 @@ def _load_bson() -> Any:
                 "raw BSON change events need pymongo's bson package: pip install pymongo"
             ) from exc
         # pymongo's defaults, except that out-of-range dates decode instead of failing.
-        _options = CodecOptions(tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+        _options = CodecOptions(
+            tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+        )
         _bson = bson
     return _bson
 

@@ -225,13 +225,17 @@ def test_double_bit_patterns(impl: ModuleType, bits: int) -> None:
 
 
 @given(bits=st.integers(0, 2**64 - 1))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_any_double(impl: ModuleType, bits: int) -> None:
     check(impl, with_full_document(element(0x01, b"d", struct.pack("<Q", bits))))
 
 
 @given(bid=st.binary(min_size=16, max_size=16), high=st.sampled_from([None, 0x6000, 0x7800, 0x7C00, 0x7E00, 0xE000, 0x3040]))  # fmt: skip
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_any_decimal128(impl: ModuleType, bid: bytes, high: int | None) -> None:
     if high is not None:  # steer the top bits to the special and non-canonical forms
         bid = bid[:15] + bytes([high >> 8 | bid[15] & 0x01])
@@ -240,7 +244,7 @@ def test_any_decimal128(impl: ModuleType, bid: bytes, high: int | None) -> None:
 
 # ---- hypothesis: arbitrary events --------------------------------------------------
 
-NO_NUL = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+NO_NUL = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 """Characters a BSON key, regex or bson.encode's strings can hold."""
 
 scalars = st.one_of(
@@ -261,9 +265,7 @@ scalars = st.one_of(
     st.datetimes().map(lambda when: when.replace(microsecond=when.microsecond // 1000 * 1000)),
     st.integers(-(2**63), 2**63 - 1).map(DatetimeMS),
     st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda ti: Timestamp(*ti)),
-    st.tuples(st.text(NO_NUL), st.integers(0, 127)).map(
-        lambda pf: Regex(*pf)
-    ),
+    st.tuples(st.text(NO_NUL), st.integers(0, 127)).map(lambda pf: Regex(*pf)),
     st.just(MinKey()),
     st.just(MaxKey()),
     st.text(NO_NUL, max_size=8).map(Code),
@@ -337,7 +339,9 @@ def test_any_event(impl: ModuleType, change: dict[str, Any]) -> None:
 
 @given(changes=st.lists(change_events(), min_size=1, max_size=6))
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-def test_a_batch_equals_its_events_one_by_one(impl: ModuleType, changes: list[dict[str, Any]]) -> None:
+def test_a_batch_equals_its_events_one_by_one(
+    impl: ModuleType, changes: list[dict[str, Any]]
+) -> None:
     raws = [bson.encode(change) for change in changes]
     assert impl.convert_batch(raws) == [convert(impl, raw) for raw in raws]
 
@@ -498,7 +502,14 @@ def test_repeated_top_level_keys_keep_the_last_value(impl: ModuleType) -> None:
 def test_inputs_of_every_kind(impl: ModuleType) -> None:
     expected = oracle(VALID)
     results = impl.convert_batch(
-        [VALID, bytearray(VALID), memoryview(VALID), RawBSONDocument(VALID), 5, memoryview(VALID)[::2]]
+        [
+            VALID,
+            bytearray(VALID),
+            memoryview(VALID),
+            RawBSONDocument(VALID),
+            5,
+            memoryview(VALID)[::2],
+        ]
     )
     assert results[:4] == [expected] * 4
     assert all(isinstance(result, str) for result in results[4:])
