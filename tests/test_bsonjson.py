@@ -39,11 +39,21 @@ OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 EPOCH = datetime(1970, 1, 1)
 
 
-@pytest.fixture(params=["python", "native"])
+NO_EXTENSIONS = os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") not in ("", "0")
+
+
+@pytest.fixture(params=["python", "native", "selected"])
 def impl(request: pytest.FixtureRequest) -> ModuleType:
-    """Each implementation; the compiled one must exist under CI."""
+    """Each implementation, and the one ``_bsonjson`` selects; the compiled one must
+    exist under CI unless ``RIGATONI_S3_NO_EXTENSIONS`` turns it off."""
     if request.param == "python":
         return _bsonjson_py
+    if request.param == "selected":
+        from rigatoni_s3 import _bsonjson
+
+        return _bsonjson
+    if NO_EXTENSIONS:
+        pytest.skip("RIGATONI_S3_NO_EXTENSIONS is set")
     try:
         from rigatoni_s3 import _bsonjson_c
     except ImportError as exc:
@@ -51,6 +61,16 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
             pytest.fail(f"the compiled module is not built: {exc}")
         pytest.skip(f"the compiled module is not built: {exc}")
     return _bsonjson_c
+
+
+def test_selection_follows_the_environment() -> None:
+    from rigatoni_s3 import _bsonjson
+
+    if NO_EXTENSIONS:
+        assert not _bsonjson.NATIVE
+        assert _bsonjson.convert_batch is _bsonjson_py.convert_batch
+    elif os.environ.get("CI"):
+        assert _bsonjson.NATIVE
 
 
 def oracle(raw: bytes) -> RawEnvelope | None:
