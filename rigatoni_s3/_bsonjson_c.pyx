@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import orjson
 
@@ -122,24 +122,37 @@ cdef object _field(bj_event *ev, int k, list texts, Py_ssize_t *next_text):
     cdef int64_t end = ev.field_end[k]
     cdef size_t first = ev.field_floats[k][0]
     cdef size_t last = ev.field_floats[k][1]
-    cdef size_t f
-    cdef size_t at
+    cdef size_t f, at, size
+    cdef Py_ssize_t t = next_text[0]
+    cdef char *o
+    cdef bytes piece
     if start < 0:
         return None
     if first == last:
         return PyBytes_FromStringAndSize(<const char *>ev.out + start, end - start)
-    parts = []
+    pieces = []
+    size = <size_t>(end - start)
+    for f in range(first, last):
+        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
+            piece = texts[t]
+            t += 1
+        else:
+            piece = _special(&ev.floats[f])
+        pieces.append(piece)
+        size += <size_t>PyBytes_GET_SIZE(piece)
+    next_text[0] = t
+    result = PyBytes_FromStringAndSize(NULL, size)
+    o = PyBytes_AS_STRING(result)
     at = <size_t>start
     for f in range(first, last):
-        parts.append(PyBytes_FromStringAndSize(<const char *>ev.out + at, ev.floats[f].pos - at))
-        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
-            parts.append(texts[next_text[0]])
-            next_text[0] += 1
-        else:
-            parts.append(_special(&ev.floats[f]))
+        memcpy(o, ev.out + at, ev.floats[f].pos - at)
+        o += ev.floats[f].pos - at
         at = ev.floats[f].pos
-    parts.append(PyBytes_FromStringAndSize(<const char *>ev.out + at, <size_t>end - at))
-    return b"".join(parts)
+        piece = pieces[f - first]
+        memcpy(o, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
+        o += PyBytes_GET_SIZE(piece)
+    memcpy(o, ev.out + at, <size_t>end - at)
+    return result
 
 
 def convert_batch(documents):

@@ -53,18 +53,27 @@ DOCUMENT_FIELDS = (
 )
 """Top-level fields written as JSON: (BSON name, field name), in envelope order."""
 
+_DEEP_ENOUGH = 5 + 7 * MAX_DEPTH
+"""The fewest bytes a document nesting more than MAX_DEPTH levels takes: each level
+below the top adds a type byte, an empty name and an empty document."""
+
 _INT32 = struct.Struct("<i")
 _bson: Any = None
 _options: Any = None
+_DBRef: Any = None
+_Code: Any = None
+_CONTAINERS: frozenset[type] = frozenset((dict, list))
 
 
 def _load_bson() -> Any:
     """pymongo's ``bson``, imported on first use: it is an optional dependency."""
-    global _bson, _options
+    global _bson, _options, _DBRef, _Code, _CONTAINERS
     if _bson is None:
         try:
             import bson
+            from bson.code import Code
             from bson.codec_options import CodecOptions, DatetimeConversion
+            from bson.dbref import DBRef
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "raw BSON change events need pymongo's bson package: pip install pymongo"
@@ -73,6 +82,8 @@ def _load_bson() -> Any:
         _options = CodecOptions(
             tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
         )
+        _DBRef, _Code = DBRef, Code
+        _CONTAINERS = frozenset((dict, list, DBRef, Code))
         _bson = bson
     return _bson
 
@@ -96,7 +107,11 @@ def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
         return f"malformed BSON: nested deeper than {MAX_DEPTH} documents or arrays"
     except Exception as exc:  # InvalidBSON and the errors pymongo wraps in it
         return f"malformed BSON: {exc}"
-    if _depth_at_least(doc, MAX_DEPTH + 1) and _raw_depth(raw, 0, 1) > MAX_DEPTH:
+    if (
+        len(raw) >= _DEEP_ENOUGH
+        and _deeper_than(doc, MAX_DEPTH)
+        and _raw_depth(raw, 0, 1) > MAX_DEPTH
+    ):
         return f"malformed BSON: nested deeper than {MAX_DEPTH} documents or arrays"
     try:
         fields = fields_of(doc)
@@ -162,27 +177,30 @@ def _cluster_time(value: Any) -> tuple[int | None, int | None]:
     return int(seconds) * 1000, int(increment) if isinstance(increment, int) else None
 
 
-def _depth_at_least(doc: Any, limit: int) -> bool:
-    """True if ``doc`` nests ``limit`` containers or more, counting every DBRef as one.
+def _deeper_than(value: Any, room: int) -> bool:
+    """True if ``value`` nests more than ``room`` containers, counting every DBRef as one.
 
     A DBRef may come from a DBPointer, which is no container in BSON, so a True here
-    is only a hint: :func:`_raw_depth` then counts on the bytes.
+    is only a hint: :func:`_raw_depth` then counts on the bytes. Recursion is bounded
+    by ``room``.
     """
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth >= limit:
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind is _DBRef:
+        items = value.as_doc().values()
+    elif kind is _Code and value.scope is not None:
+        return _deeper_than(value.scope, room)  # the scope is one level below the code
+    else:
+        return False
+    if room <= 0:
+        return True
+    containers = _CONTAINERS
+    for item in items:  # noqa: SIM110 - a loop is several times faster than any() here
+        if type(item) in containers and _deeper_than(item, room - 1):
             return True
-        kind = type(value)
-        if kind is dict:
-            stack.extend((item, depth + 1) for item in value.values())
-        elif kind is list:
-            stack.extend((item, depth + 1) for item in value)
-        elif kind.__module__.startswith("bson"):
-            if kind.__name__ == "DBRef":
-                stack.extend((item, depth + 1) for item in value.as_doc().values())
-            elif kind.__name__ == "Code" and value.scope is not None:
-                stack.append((value.scope, depth))  # the scope is one level below
     return False
 
 

@@ -221,19 +221,76 @@ static const uint8_t BJ_ESCAPE[256] = {
 
 static const char BJ_HEX[] = "0123456789abcdef";
 
-/* Already-validated UTF-8 as a JSON string, escaped as orjson and json.dumps both do. */
-static int bj_json_string(bj_walker *w, const uint8_t *s, size_t n) {
-    bj_event *ev = w->ev;
+/* Length of the valid UTF-8 sequence (of a non-ASCII lead byte) at s, 0 if invalid. */
+static inline size_t bj_utf8_seq(const uint8_t *s, size_t n) {
+    uint8_t c = s[0];
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n <= need || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k <= need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return need + 1;
+}
+
+#define BJ_ONES UINT64_C(0x0101010101010101)
+#define BJ_HIGHS UINT64_C(0x8080808080808080)
+
+/* Nonzero if any of the 8 bytes needs a look: below 0x20, '"', '\\' or non-ASCII
+ * (the has-less and has-zero word tricks, exact as a yes/no). */
+static inline uint64_t bj_needs_look(uint64_t x) {
+    uint64_t quote = x ^ (BJ_ONES * 0x22), backslash = x ^ (BJ_ONES * 0x5C);
+    return (((x - BJ_ONES * 0x20) & ~x) | ((quote - BJ_ONES) & ~quote) |
+            ((backslash - BJ_ONES) & ~backslash) | x) &
+           BJ_HIGHS;
+}
+
+/* Text as a JSON string, checked as strict UTF-8 on the way (Python's rules: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), escaped as orjson and json.dumps both
+ * do: quote, backslash and control characters only. */
+static int bj_text(bj_walker *w, const uint8_t *s, size_t n, const char *what) {
     BJ_CH(w, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0, run = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (!bj_needs_look(x)) {
+                i += 8;
+                continue;
+            }
+        }
         uint8_t c = s[i];
-        if (!BJ_ESCAPE[c]) continue;
-        /* flush the plain run before this byte, then write its escape */
+        if (c >= 0x80) {
+            size_t len = bj_utf8_seq(s + i, n - i);
+            if (!len) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "%s is not valid UTF-8", what);
+                return bj_reject(w, (size_t)(s + i - w->b), msg);
+            }
+            i += len;
+            continue;
+        }
+        if (!BJ_ESCAPE[c]) {
+            i++;
+            continue;
+        }
         if (bj_reserve(w, (i - run) + 6)) return -1;
+        bj_event *ev = w->ev;
         memcpy(ev->out + ev->out_len, s + run, i - run);
         ev->out_len += i - run;
-        run = i + 1;
         uint8_t *o = ev->out + ev->out_len;
         o[0] = '\\';
         switch (c) {
@@ -250,11 +307,11 @@ static int bj_json_string(bj_walker *w, const uint8_t *s, size_t n) {
             o[5] = (uint8_t)BJ_HEX[c & 15];
             ev->out_len += 6;
         }
+        i++;
+        run = i;
     }
-    if (bj_reserve(w, (n - run) + 1)) return -1;
-    memcpy(ev->out + ev->out_len, s + run, n - run);
-    ev->out_len += n - run;
-    ev->out[ev->out_len++] = '"';
+    BJ_PUT(w, s + run, n - run);
+    BJ_CH(w, '"');
     return 0;
 }
 
@@ -337,15 +394,32 @@ static int bj_datetime(bj_walker *w, int64_t ms) {
     bj_civil(days, &year, &month, &day);
     unsigned msec = (unsigned)(rem % 1000);
     unsigned secs = (unsigned)(rem / 1000);
-    char buf[40];
-    int n;
-    if (msec)
-        n = snprintf(buf, sizeof buf, "\"%04d-%02u-%02uT%02u:%02u:%02u.%03u000Z\"", (int)year, month,
-                     day, secs / 3600, secs / 60 % 60, secs % 60, msec);
-    else
-        n = snprintf(buf, sizeof buf, "\"%04d-%02u-%02uT%02u:%02u:%02uZ\"", (int)year, month, day,
-                     secs / 3600, secs / 60 % 60, secs % 60);
-    BJ_PUT(w, buf, (size_t)n);
+    unsigned fields[6] = {(unsigned)year, month, day, secs / 3600, secs / 60 % 60, secs % 60};
+    /* "YYYY-MM-DDTHH:MM:SS" then ".mmm000" if there are milliseconds, then "Z" */
+    char buf[32];
+    char *o = buf;
+    *o++ = '"';
+    *o++ = (char)('0' + fields[0] / 1000);
+    *o++ = (char)('0' + fields[0] / 100 % 10);
+    *o++ = (char)('0' + fields[0] / 10 % 10);
+    *o++ = (char)('0' + fields[0] % 10);
+    static const char SEPARATORS[] = "--T::";
+    for (int i = 1; i < 6; i++) {
+        *o++ = SEPARATORS[i - 1];
+        *o++ = (char)('0' + fields[i] / 10);
+        *o++ = (char)('0' + fields[i] % 10);
+    }
+    if (msec) {
+        *o++ = '.';
+        *o++ = (char)('0' + msec / 100);
+        *o++ = (char)('0' + msec / 10 % 10);
+        *o++ = (char)('0' + msec % 10);
+        memcpy(o, "000", 3);
+        o += 3;
+    }
+    *o++ = 'Z';
+    *o++ = '"';
+    BJ_PUT(w, buf, (size_t)(o - buf));
     return 0;
 }
 
@@ -450,7 +524,7 @@ static int bj_string(bj_walker *w, size_t at, size_t end, size_t *text, size_t *
     uint32_t n = bj_u32(w->b + at);
     if (n == 0 || n > end - at - 4) return bj_reject(w, at, "string length out of bounds");
     if (w->b[at + 4 + n - 1] != 0) return bj_reject(w, at + 4 + n - 1, "string without its NUL");
-    if (bj_check_utf8(w, w->b + at + 4, n - 1, what)) return -1;
+    (void)what; /* the caller writes it with bj_text, which checks the UTF-8 */
     *text = at + 4;
     *len = n - 1;
     return 0;
@@ -474,7 +548,7 @@ static int bj_value(bj_walker *w, uint8_t type, size_t at, size_t end, int depth
     case 0x02: case 0x0D: case 0x0E: { /* string, code, symbol */
         size_t text, len;
         if (bj_string(w, at, end, &text, &len, "string")) return -1;
-        if (bj_json_string(w, b + text, len)) return -1;
+        if (bj_text(w, b + text, len, "string")) return -1;
         *next = text + len + 1;
         return 0;
     }
@@ -536,7 +610,6 @@ static int bj_value(bj_walker *w, uint8_t type, size_t at, size_t end, int depth
         const uint8_t *fnul = (const uint8_t *)memchr(b + fat, 0, end - fat);
         if (!fnul) return bj_reject(w, fat, "regex options without their NUL");
         size_t flen = (size_t)(fnul - (b + fat));
-        if (bj_check_utf8(w, b + at, plen, "regex pattern")) return -1;
         if (bj_check_utf8(w, b + fat, flen, "regex options")) return -1;
         int seen[6] = {0};
         static const char LETTERS[] = "ilmsux";
@@ -545,7 +618,7 @@ static int bj_value(bj_walker *w, uint8_t type, size_t at, size_t end, int depth
             if (hit && b[fat + i]) seen[hit - LETTERS] = 1;
         }
         BJ_LIT(w, "{\"$regularExpression\":{\"pattern\":");
-        if (bj_json_string(w, b + at, plen)) return -1;
+        if (bj_text(w, b + at, plen, "regex pattern")) return -1;
         BJ_LIT(w, ",\"options\":\"");
         for (int i = 0; i < 6; i++)
             if (seen[i]) BJ_CH(w, LETTERS[i]);
@@ -559,7 +632,7 @@ static int bj_value(bj_walker *w, uint8_t type, size_t at, size_t end, int depth
         size_t oid = text + len + 1;
         if (end - oid < 12) return bj_reject(w, oid, "truncated DBPointer");
         BJ_LIT(w, "{\"$ref\":");
-        if (bj_json_string(w, b + text, len)) return -1;
+        if (bj_text(w, b + text, len, "DBPointer namespace")) return -1;
         BJ_LIT(w, ",\"$id\":");
         size_t ignored;
         if (bj_value(w, 0x07, oid, end, depth, &ignored)) return -1;
@@ -577,7 +650,7 @@ static int bj_value(bj_walker *w, uint8_t type, size_t at, size_t end, int depth
         size_t scope = text + len + 1;
         if (stop - scope < 5 || bj_u32(b + scope) != stop - scope)
             return bj_reject(w, scope, "code with scope lengths disagree");
-        if (bj_json_string(w, b + text, len)) return -1;
+        if (bj_text(w, b + text, len, "code")) return -1;
         size_t out_mark = w->ev->out_len, float_mark = w->ev->nfloats;
         w->quiet++;
         int rc = bj_doc(w, scope, stop, depth + 1, 0, NULL);
@@ -786,9 +859,8 @@ static int bj_doc(bj_walker *w, size_t at, size_t end, int depth, int is_array, 
         if (!first) BJ_CH(w, ',');
         first = 0;
         if (!is_array) {
-            if (bj_check_utf8(w, key, key_len, "element name")) return -1;
             if (track && bj_push_elem(w, key, key_len, type, w->ev->out_len)) return -1;
-            if (bj_json_string(w, key, key_len)) return -1;
+            if (bj_text(w, key, key_len, "element name")) return -1;
             BJ_CH(w, ':');
         }
         pos += key_len + 1;

@@ -36,6 +36,9 @@ from rigatoni_s3.formats._values import dumps
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
 )
+RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
+    document_class=RawBSONDocument, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -111,7 +114,7 @@ def oracle(raw: bytes) -> RawEnvelope | None:
 
 def _span(raw: bytes) -> tuple[int, int] | None:
     """Where ``_id``'s embedded document lies, found by re-encoding (independent of both)."""
-    raw_doc = RawBSONDocument(raw)
+    raw_doc = RawBSONDocument(raw, RAW_OPTIONS)
     token = raw_doc.get("_id")
     if not isinstance(token, RawBSONDocument):
         return None
