@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint typecheck pytest bench test-s3 clean
 
-$(STAMP): pyproject.toml
+# The compiled core is built by the editable install, so its sources are prerequisites too.
+$(STAMP): pyproject.toml setup.py rigatoni_s3/_bsonjson_c.pyx rigatoni_s3/_bsonjson_walk.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -23,6 +24,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+	RIGATONI_S3_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/test_bsonjson.py
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
@@ -36,4 +38,4 @@ test-s3: $(STAMP)
 	S3_ENDPOINT_URL=$(S3_ENDPOINT_URL) $(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build rigatoni_s3/_bsonjson_c.c rigatoni_s3/_bsonjson_c.*.so

@@ -210,7 +210,7 @@ def _convert_special(obj: Any) -> Any:
     if name == "DatetimeMS":
         try:
             return _iso(obj.as_datetime())
-        except (OverflowError, ValueError, OSError):
+        except Exception:  # out of datetime's range; pymongo >= 4.x raises InvalidBSON for it
             return int(obj)
     if name == "Int64":
         return int(obj)

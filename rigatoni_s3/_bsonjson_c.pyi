@@ -1,0 +1,5 @@
+from collections.abc import Sequence
+
+from rigatoni_s3._bsonjson_py import Document, RawEnvelope
+
+def convert_batch(documents: Sequence[Document]) -> list[RawEnvelope | str]: ...

@@ -1,0 +1,246 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Raw BSON change events to our JSON, compiled: the walk runs without the GIL.
+
+With the GIL, the batch's buffers are pinned; without it, each event is checked and
+its documents written as JSON into C buffers (``_bsonjson_walk.h``); with the GIL
+again, doubles are formatted by one orjson call for the whole batch, spliced in, and
+the results built. The output equals :mod:`rigatoni_s3._bsonjson_py`'s byte for byte;
+an event whose JSON would hang on Python dict semantics (a repeated key) or an odd
+envelope shape goes through that module instead.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+import orjson
+
+from rigatoni_s3 import _bsonjson_py
+from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
+
+
+cdef extern from "_bsonjson_walk.h" nogil:
+    int BJ_OK
+    int BJ_REJECT
+    int BJ_FALLBACK
+    int BJ_NOMEM
+    int BJ_FLOAT_ORJSON
+    int BJ_FLOAT_REPR
+    int BJ_FLOAT_NULL
+    int BJ_FLOAT_EXTJSON
+    int BJ_MAX_DEPTH
+
+    ctypedef struct bj_float:
+        size_t pos
+        double value
+        int mode
+
+    ctypedef struct bj_elem:
+        pass
+
+    ctypedef struct bj_event:
+        int status
+        char reason[192]
+        int64_t op_off, op_len
+        int64_t db_off, db_len
+        int64_t coll_off, coll_len
+        int has_cluster_time
+        int64_t cluster_ms
+        int has_cluster_inc
+        int64_t cluster_inc
+        int64_t field_start[4]
+        int64_t field_end[4]
+        size_t field_floats[4][2]
+        int64_t span_start, span_end
+        uint8_t *out
+        bj_float *floats
+
+    ctypedef struct bj_walker:
+        bj_event *ev
+        bj_elem *elems
+
+    int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size)
+    void bj_event_free(bj_event *ev)
+
+
+assert MAX_DEPTH == BJ_MAX_DEPTH
+
+cdef bytes _NAN = b'{"$numberDouble":"NaN"}'
+cdef bytes _INF = b'{"$numberDouble":"Infinity"}'
+cdef bytes _NEG_INF = b'{"$numberDouble":"-Infinity"}'
+cdef object _float_repr = float.__repr__
+cdef object _new_envelope = tuple.__new__
+
+
+cdef object _text(const uint8_t *b, int64_t off, int64_t length):
+    if off < 0:
+        return None
+    return PyUnicode_DecodeUTF8(<const char *>b + off, length, NULL)
+
+
+cdef object _pin(object document, Py_buffer *view, const uint8_t **ptr, size_t *size, char *pinned):
+    """Points ``ptr`` at the document's bytes; a reason string if it has none."""
+    if isinstance(document, bytes):
+        ptr[0] = <const uint8_t *>PyBytes_AS_STRING(document)
+        size[0] = <size_t>PyBytes_GET_SIZE(document)
+        return None
+    if isinstance(document, (bytearray, memoryview)):
+        try:
+            PyObject_GetBuffer(document, view, PyBUF_SIMPLE)
+        except (BufferError, TypeError, ValueError) as exc:
+            return f"not a contiguous byte buffer: {exc}"
+        pinned[0] = 1
+        ptr[0] = <const uint8_t *>view.buf
+        size[0] = <size_t>view.len
+        return None
+    raw = getattr(document, "raw", None)
+    if isinstance(raw, bytes):
+        ptr[0] = <const uint8_t *>PyBytes_AS_STRING(raw)
+        size[0] = <size_t>PyBytes_GET_SIZE(raw)
+        return raw  # the caller keeps it alive
+    return f"expected BSON bytes or a RawBSONDocument, got {type(document).__name__}"
+
+
+cdef object _special(bj_float *f):
+    """The text of a double the batch's orjson call does not format."""
+    v = f.value
+    if f.mode == BJ_FLOAT_REPR:
+        return _float_repr(v).encode()
+    if f.mode == BJ_FLOAT_NULL:
+        return b"null"
+    if v != v:
+        return _NAN
+    return _INF if v > 0 else _NEG_INF
+
+
+cdef object _field(bj_event *ev, int k, list texts, Py_ssize_t *next_text):
+    """One JSON field's bytes, with its doubles' text spliced in."""
+    cdef int64_t start = ev.field_start[k]
+    cdef int64_t end = ev.field_end[k]
+    cdef size_t first = ev.field_floats[k][0]
+    cdef size_t last = ev.field_floats[k][1]
+    cdef size_t f, at, size
+    cdef Py_ssize_t t = next_text[0]
+    cdef char *o
+    cdef bytes piece
+    if start < 0:
+        return None
+    if first == last:
+        return PyBytes_FromStringAndSize(<const char *>ev.out + start, end - start)
+    pieces = []
+    size = <size_t>(end - start)
+    for f in range(first, last):
+        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
+            piece = texts[t]
+            t += 1
+        else:
+            piece = _special(&ev.floats[f])
+        pieces.append(piece)
+        size += <size_t>PyBytes_GET_SIZE(piece)
+    next_text[0] = t
+    result = PyBytes_FromStringAndSize(NULL, size)
+    o = PyBytes_AS_STRING(result)
+    at = <size_t>start
+    for f in range(first, last):
+        memcpy(o, ev.out + at, ev.floats[f].pos - at)
+        o += ev.floats[f].pos - at
+        at = ev.floats[f].pos
+        piece = pieces[f - first]
+        memcpy(o, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
+        o += PyBytes_GET_SIZE(piece)
+    memcpy(o, ev.out + at, <size_t>end - at)
+    return result
+
+
+def convert_batch(documents):
+    """Each document as a ``RawEnvelope``, or a reason it cannot be one."""
+    cdef list docs = list(documents)
+    cdef Py_ssize_t n = len(docs)
+    cdef Py_ssize_t i
+    cdef int k
+    cdef size_t f
+    cdef bj_walker walker
+    cdef bj_event *ev
+    cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
+    cdef char *pinned = <char *>calloc(n + 1, 1)
+    cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
+    cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
+    cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
+    cdef Py_ssize_t next_text = 0
+    cdef const uint8_t *b
+    memset(&walker, 0, sizeof(walker))
+    results: list = [None] * n
+    keep: list = [None] * n
+    try:
+        if not (views and pinned and ptrs and sizes and events):
+            raise MemoryError
+        for i in range(n):
+            reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
+            if isinstance(reason, str):
+                results[i] = reason
+                ptrs[i] = NULL
+            else:
+                keep[i] = reason
+        with nogil:
+            for i in range(n):
+                if ptrs[i] != NULL:
+                    walker.ev = &events[i]
+                    bj_walk_event(&walker, ptrs[i], sizes[i])
+        finite = []
+        for i in range(n):
+            ev = &events[i]
+            if ptrs[i] == NULL or ev.status != BJ_OK:
+                continue
+            for k in range(4):
+                if ev.field_start[k] >= 0:
+                    for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
+                        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
+                            finite.append(ev.floats[f].value)
+        texts = []
+        if finite:
+            text = orjson.dumps(finite)
+            texts = text[1 : len(text) - 1].split(b",")
+        for i in range(n):
+            if ptrs[i] == NULL:
+                continue
+            ev = &events[i]
+            if ev.status == BJ_NOMEM:
+                raise MemoryError
+            if ev.status == BJ_REJECT:
+                results[i] = ev.reason.decode("utf-8", "replace")
+                continue
+            if ev.status == BJ_FALLBACK:
+                results[i] = _bsonjson_py.convert_one(docs[i])
+                continue
+            b = ptrs[i]
+            results[i] = _new_envelope(
+                RawEnvelope,
+                (
+                    _text(b, ev.op_off, ev.op_len),
+                    _text(b, ev.db_off, ev.db_len),
+                    _text(b, ev.coll_off, ev.coll_len),
+                    ev.cluster_ms if ev.has_cluster_time else None,
+                    ev.cluster_inc if ev.has_cluster_inc else None,
+                    _field(ev, 0, texts, &next_text),
+                    _field(ev, 1, texts, &next_text),
+                    _field(ev, 2, texts, &next_text),
+                    _field(ev, 3, texts, &next_text),
+                    (ev.span_start, ev.span_end) if ev.span_start >= 0 else None,
+                ),
+            )
+        return results
+    finally:
+        for i in range(n):
+            if pinned and pinned[i]:
+                PyBuffer_Release(&views[i])
+            if events:
+                bj_event_free(&events[i])
+        free(walker.elems)
+        free(views)
+        free(pinned)
+        free(ptrs)
+        free(sizes)
+        free(events)

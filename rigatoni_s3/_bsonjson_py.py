@@ -1,0 +1,258 @@
+"""Raw BSON change events to our JSON: the pure-Python reference.
+
+Decodes with pymongo's ``bson`` and reuses the dict path (:func:`fields_of` and
+:func:`~rigatoni_s3.formats._values.dumps`), so its output is by construction what the
+rest of the library writes for the same event. The compiled module must agree with it
+byte for byte; it is also the fallback when that module is not built.
+
+Beyond what pymongo checks, an event nested deeper than :data:`MAX_DEPTH` documents or
+arrays is rejected: the compiled walker bounds its work by that limit, and both modes
+must accept the same inputs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from rigatoni_s3.errors import EventError
+from rigatoni_s3.events import fields_of
+
+MAX_DEPTH = 100
+"""Most documents and arrays one event may nest, the event itself counted."""
+
+
+class RawEnvelope(NamedTuple):
+    """One raw change event turned into the envelope and its documents' JSON."""
+
+    operation: str
+    database: str | None
+    collection: str | None
+    cluster_time_ms: int | None
+    """Milliseconds since the epoch: a Timestamp's seconds * 1000, or a datetime's."""
+    cluster_time_increment: int | None
+    """A Timestamp's increment; None for a datetime or no clusterTime."""
+    document_key: bytes | None
+    full_document: bytes | None
+    update_description: bytes | None
+    resume_token: bytes | None
+    resume_token_span: tuple[int, int] | None
+    """Offsets of ``_id``'s embedded document in the input, when it is one."""
+
+
+Document = bytes | bytearray | memoryview | Mapping[str, Any]
+"""What :func:`convert_batch` takes: raw BSON, or a ``RawBSONDocument``."""
+
+DOCUMENT_FIELDS = (
+    ("documentKey", "document_key"),
+    ("fullDocument", "full_document"),
+    ("updateDescription", "update_description"),
+    ("_id", "resume_token"),
+)
+"""Top-level fields written as JSON: (BSON name, field name), in envelope order."""
+
+_DEEP_ENOUGH = 5 + 7 * MAX_DEPTH
+"""The fewest bytes a document nesting more than MAX_DEPTH levels takes: each level
+below the top adds a type byte, an empty name and an empty document."""
+
+_INT32 = struct.Struct("<i")
+_bson: Any = None
+_options: Any = None
+_DBRef: Any = None
+_Code: Any = None
+_CONTAINERS: frozenset[type] = frozenset((dict, list))
+
+
+def _load_bson() -> Any:
+    """pymongo's ``bson``, imported on first use: it is an optional dependency."""
+    global _bson, _options, _DBRef, _Code, _CONTAINERS
+    if _bson is None:
+        try:
+            import bson
+            from bson.code import Code
+            from bson.codec_options import CodecOptions, DatetimeConversion
+            from bson.dbref import DBRef
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "raw BSON change events need pymongo's bson package: pip install pymongo"
+            ) from exc
+        # pymongo's defaults, except that out-of-range dates decode instead of failing.
+        _options = CodecOptions(
+            tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+        )
+        _DBRef, _Code = DBRef, Code
+        _CONTAINERS = frozenset((dict, list, DBRef, Code))
+        _bson = bson
+    return _bson
+
+
+def convert_batch(documents: Sequence[Document]) -> list[RawEnvelope | str]:
+    """Each document as a :class:`RawEnvelope`, or a reason it cannot be one."""
+    bson = _load_bson()
+    return [convert_one(document, bson) for document in documents]
+
+
+def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
+    """One raw event as a :class:`RawEnvelope`, or the reason it is rejected."""
+    if bson is None:
+        bson = _load_bson()
+    raw = raw_bytes(document)
+    if isinstance(raw, str):
+        return raw
+    try:
+        doc = bson.decode(raw, codec_options=_options)
+    except RecursionError:
+        return f"malformed BSON: nested deeper than {MAX_DEPTH} documents or arrays"
+    except Exception as exc:  # InvalidBSON and the errors pymongo wraps in it
+        return f"malformed BSON: {exc}"
+    if (
+        len(raw) >= _DEEP_ENOUGH
+        and _deeper_than(doc, MAX_DEPTH)
+        and _raw_depth(raw, 0, 1) > MAX_DEPTH
+    ):
+        return f"malformed BSON: nested deeper than {MAX_DEPTH} documents or arrays"
+    try:
+        fields = fields_of(doc)
+    except EventError as exc:
+        return str(exc)
+    except (ValueError, OverflowError, OSError) as exc:  # a $timestamp beyond datetime's range
+        return f"'clusterTime' is out of range: {exc}"
+    cluster_ms, increment = _cluster_time(doc.get("clusterTime"))
+    json: list[bytes | None] = []
+    try:
+        for value, (_, field) in zip(fields[4:], DOCUMENT_FIELDS, strict=True):
+            json.append(None if value is None else _dumps(value, field))
+    except EventError as exc:
+        return str(exc)
+    return RawEnvelope(
+        str.__str__(fields.operation),
+        None if fields.database is None else str.__str__(fields.database),
+        None if fields.collection is None else str.__str__(fields.collection),
+        cluster_ms,
+        increment,
+        json[0],
+        json[1],
+        json[2],
+        json[3],
+        None if doc.get("_id") is None else _token_span(raw),
+    )
+
+
+def raw_bytes(document: Document) -> bytes | str:
+    """The BSON bytes of an input, or a reason it has none."""
+    if isinstance(document, bytes):
+        return document
+    if isinstance(document, bytearray | memoryview):
+        try:
+            return bytes(memoryview(document).cast("B"))
+        except (TypeError, ValueError) as exc:
+            return f"not a contiguous byte buffer: {exc}"
+    raw = getattr(document, "raw", None)
+    if isinstance(raw, bytes):
+        return raw
+    return f"expected BSON bytes or a RawBSONDocument, got {type(document).__name__}"
+
+
+def _dumps(value: Any, field: str) -> bytes:
+    from rigatoni_s3.formats._values import dumps
+
+    return dumps(value, field)
+
+
+def _cluster_time(value: Any) -> tuple[int | None, int | None]:
+    """(milliseconds, increment) of a clusterTime that :func:`fields_of` accepted."""
+    if value is None:
+        return None, None
+    if isinstance(value, datetime):
+        # Naive UTC from bson; exact integer arithmetic, no float rounding.
+        delta = value.replace(tzinfo=None) - datetime(1970, 1, 1)
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000, None
+    if isinstance(value, Mapping):
+        timestamp = value["$timestamp"]
+        seconds, increment = timestamp["t"], timestamp.get("i")
+    else:
+        seconds, increment = value.time, getattr(value, "inc", None)
+    return int(seconds) * 1000, int(increment) if isinstance(increment, int) else None
+
+
+def _deeper_than(value: Any, room: int) -> bool:
+    """True if ``value`` nests more than ``room`` containers, counting every DBRef as one.
+
+    A DBRef may come from a DBPointer, which is no container in BSON, so a True here
+    is only a hint: :func:`_raw_depth` then counts on the bytes. Recursion is bounded
+    by ``room``.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind is _DBRef:
+        items = value.as_doc().values()
+    elif kind is _Code and value.scope is not None:
+        return _deeper_than(value.scope, room)  # the scope is one level below the code
+    else:
+        return False
+    if room <= 0:
+        return True
+    containers = _CONTAINERS
+    for item in items:  # noqa: SIM110 - a loop is several times faster than any() here
+        if type(item) in containers and _deeper_than(item, room - 1):
+            return True
+    return False
+
+
+_FIXED = {1: 8, 6: 0, 7: 12, 8: 1, 9: 8, 10: 0, 16: 4, 17: 8, 18: 8, 19: 16, 127: 0, 255: 0}
+"""Value sizes of the element types that have one."""
+
+
+def _elements(raw: bytes, start: int) -> list[tuple[bytes, int, int, int]]:
+    """(key, type, value start, value end) of a document pymongo already validated."""
+    end = start + _INT32.unpack_from(raw, start)[0] - 1
+    at = start + 4
+    out = []
+    while at < end:
+        kind = raw[at]
+        key_end = raw.index(b"\0", at + 1)
+        key = raw[at + 1 : key_end]
+        at = key_end + 1
+        size = _FIXED.get(kind)
+        if size is None:
+            if kind in (2, 13, 14):
+                size = 4 + _INT32.unpack_from(raw, at)[0]
+            elif kind in (3, 4, 15):
+                size = _INT32.unpack_from(raw, at)[0]
+            elif kind == 5:
+                size = 5 + _INT32.unpack_from(raw, at)[0]
+            elif kind == 11:
+                size = raw.index(b"\0", raw.index(b"\0", at) + 1) + 1 - at
+            else:  # 12, DBPointer
+                size = 4 + _INT32.unpack_from(raw, at)[0] + 12
+        out.append((key, kind, at, at + size))
+        at += size
+    return out
+
+
+def _raw_depth(raw: bytes, start: int, depth: int) -> int:
+    """The deepest nesting of documents and arrays below the document at ``start``."""
+    deepest = depth
+    for _, kind, at, _end in _elements(raw, start):
+        if kind in (3, 4):
+            deepest = max(deepest, _raw_depth(raw, at, depth + 1))
+        elif kind == 15:
+            scope = at + 8 + _INT32.unpack_from(raw, at + 4)[0]
+            deepest = max(deepest, _raw_depth(raw, scope, depth + 1))
+        if deepest > MAX_DEPTH:
+            break
+    return deepest
+
+
+def _token_span(raw: bytes) -> tuple[int, int] | None:
+    """Offsets of the last top-level ``_id``, the one a dict keeps, if a document."""
+    span = None
+    for key, kind, at, end in _elements(raw, 0):
+        if key == b"_id":
+            span = (at, end) if kind == 3 else None
+    return span

@@ -1,0 +1,561 @@
+"""Raw BSON change events to JSON: both modules against the dict path as the oracle.
+
+The spec is what the library writes for the same event decoded by pymongo:
+``fields_of(bson.decode(raw))`` and ``dumps`` of each document. Every test runs against
+the pure-Python module and the compiled one; under ``CI`` a missing build fails.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import bson
+import pytest
+from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.dbref import DBRef
+from bson.raw_bson import RawBSONDocument
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rigatoni_s3 import _bsonjson_py
+from rigatoni_s3._bsonjson_py import RawEnvelope
+from rigatoni_s3.errors import EventError
+from rigatoni_s3.events import fields_of
+from rigatoni_s3.formats._values import dumps
+
+OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
+    document_class=RawBSONDocument, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+EPOCH = datetime(1970, 1, 1)
+
+
+NO_EXTENSIONS = os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") not in ("", "0")
+
+
+@pytest.fixture(params=["python", "native", "selected"])
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    """Each implementation, and the one ``_bsonjson`` selects; the compiled one must
+    exist under CI unless ``RIGATONI_S3_NO_EXTENSIONS`` turns it off."""
+    if request.param == "python":
+        return _bsonjson_py
+    if request.param == "selected":
+        from rigatoni_s3 import _bsonjson
+
+        return _bsonjson
+    if NO_EXTENSIONS:
+        pytest.skip("RIGATONI_S3_NO_EXTENSIONS is set")
+    try:
+        from rigatoni_s3 import _bsonjson_c
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled module is not built: {exc}")
+        pytest.skip(f"the compiled module is not built: {exc}")
+    return _bsonjson_c
+
+
+def test_selection_follows_the_environment() -> None:
+    from rigatoni_s3 import _bsonjson
+
+    if NO_EXTENSIONS:
+        assert not _bsonjson.NATIVE
+        assert _bsonjson.convert_batch is _bsonjson_py.convert_batch
+    elif os.environ.get("CI"):
+        assert _bsonjson.NATIVE
+
+
+def oracle(raw: bytes) -> RawEnvelope | None:
+    """What the dict path writes for ``raw``; None where it rejects the event."""
+    try:
+        doc = bson.decode(raw, codec_options=OPTIONS)
+        fields = fields_of(doc)
+    except (bson.errors.InvalidBSON, EventError, ValueError, OverflowError):
+        return None
+    cluster = doc.get("clusterTime")
+    increment = None
+    if isinstance(cluster, dict):
+        inc = cluster["$timestamp"].get("i")
+        increment = int(inc) if isinstance(inc, int) else None
+    elif cluster is not None and not isinstance(cluster, datetime):
+        inc = cluster.inc  # a Timestamp, or a DBRef with an "inc" field, which fields_of takes
+        increment = int(inc) if isinstance(inc, int) else None
+    when = fields.cluster_time
+    ms = None
+    if when is not None:
+        ms = (when.replace(tzinfo=None) - EPOCH) // timedelta(milliseconds=1)
+    token = doc.get("_id")
+    return RawEnvelope(
+        str.__str__(fields.operation),  # a Code (a str subclass) compares its scope too
+        None if fields.database is None else str.__str__(fields.database),
+        None if fields.collection is None else str.__str__(fields.collection),
+        ms,
+        increment,
+        None if fields.document_key is None else dumps(fields.document_key, "document_key"),
+        None if fields.full_document is None else dumps(fields.full_document, "full_document"),
+        None
+        if fields.update_description is None
+        else dumps(fields.update_description, "update_description"),
+        None if token is None else dumps(token, "resume_token"),
+        _span(raw) if token is not None else None,
+    )
+
+
+def _span(raw: bytes) -> tuple[int, int] | None:
+    """Where ``_id``'s embedded document lies, found by re-encoding (independent of both)."""
+    raw_doc = RawBSONDocument(raw, RAW_OPTIONS)
+    token = raw_doc.get("_id")
+    if not isinstance(token, RawBSONDocument):
+        return None
+    start = raw.rfind(b"\x03_id\x00" + token.raw)
+    return (start + 5, start + 5 + len(token.raw)) if start >= 0 else None
+
+
+def convert(impl: ModuleType, raw: bytes) -> RawEnvelope | str:
+    result = impl.convert_batch([raw])
+    assert len(result) == 1
+    out: RawEnvelope | str = result[0]
+    return out
+
+
+def check(impl: ModuleType, raw: bytes) -> RawEnvelope | str:
+    """``impl``'s result for ``raw``, asserted equal to the oracle's."""
+    ours = convert(impl, raw)
+    expected = oracle(raw)
+    if expected is None:
+        assert isinstance(ours, str), ours
+        assert ours
+    else:
+        assert ours == expected
+    return ours
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "_id": {"_data": "8267A1B2C3000000012B"},
+        "operationType": "update",
+        "clusterTime": Timestamp(1736935200, 7),
+        "ns": {"db": "shop", "coll": "orders"},
+        "documentKey": {"_id": ObjectId(b"0123456789ab")},
+        "fullDocument": {"a": 1},
+        "updateDescription": {"updatedFields": {"a": 1}, "removedFields": []},
+    }
+    base.update(fields)
+    return {key: value for key, value in base.items() if value is not ...}
+
+
+# ---- hand-made BSON, for what bson.encode cannot write -----------------------------
+
+
+def cstring(text: bytes) -> bytes:
+    return text + b"\x00"
+
+
+def string(text: bytes) -> bytes:
+    return struct.pack("<i", len(text) + 1) + text + b"\x00"
+
+
+def document(*elements: bytes) -> bytes:
+    body = b"".join(elements)
+    return struct.pack("<i", len(body) + 5) + body + b"\x00"
+
+
+def element(kind: int, key: bytes, payload: bytes) -> bytes:
+    return bytes([kind]) + cstring(key) + payload
+
+
+def with_full_document(payload_element: bytes) -> bytes:
+    """A valid event whose fullDocument holds the one hand-made element."""
+    return document(
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x03, b"fullDocument", document(payload_element)),
+    )
+
+
+# ---- values ----------------------------------------------------------------------
+
+
+def test_every_type(impl: ModuleType) -> None:
+    full = {
+        "double": [1.5, -0.0, 0.0, 1e16, 1e-7, 5e-324, 1.2345678901234568e17, 1e300, 0.1],
+        "nonfinite": [math.nan, math.inf, -math.inf],
+        "str": "é\n\"\\\x00\x01\x1f\x7f😀",
+        "int": [0, -1, 2**31 - 1, -(2**31), Int64(2**63 - 1), Int64(-(2**63))],
+        "oid": ObjectId(b"\x00\xff" * 6),
+        "dec": [Decimal128(s) for s in ("1.23E-8", "-0", "0E+6111", "Infinity", "-Infinity", "NaN")],
+        "dt": [datetime(1, 1, 1), datetime(999, 12, 31, 23, 59, 59, 1000), datetime(9999, 12, 31, 23, 59, 59, 999000)],
+        "dt_ms": [DatetimeMS(-(2**63)), DatetimeMS(2**63 - 1), DatetimeMS(253402300800000)],
+        "bin": [Binary(b"", 0), Binary(b"\x01", 1), Binary(b"ab", 2), Binary(b"abc", 3), Binary(b"u" * 16, 4), Binary(b"x", 0x80)],
+        "bytes": b"\x00\xff",
+        "ts": Timestamp(2**32 - 1, 2**32 - 1),
+        "re": [Regex("a\\.b\n", "imsux"), Regex("", 0), Regex("é", "l")],
+        "keys": [MinKey(), MaxKey()],
+        "none": None,
+        "bool": [True, False],
+        "code": [Code("f()"), Code("g()", {"x": 1.5, "y": [math.nan]})],
+        "dbref": [DBRef("c", 1.5), DBRef("c", {"x": math.nan}, "db", extra=[1e-7], more=None)],
+    }  # fmt: skip
+    check(impl, bson.encode(event(fullDocument=full)))
+
+
+def test_nonfinite_inside_a_dbref_only(impl: ModuleType) -> None:
+    """The dict path writes null there (its scan does not look inside a DBRef), and
+    orjson's floats elsewhere; one non-finite float outside switches the whole field
+    to the json module's spelling."""
+    inside = {"x": DBRef("c", math.nan), "y": 1e-7}
+    outside = {"x": DBRef("c", math.nan), "y": 1e-7, "z": math.inf}
+    assert check(impl, bson.encode(event(fullDocument=inside))) != check(
+        impl, bson.encode(event(fullDocument=outside))
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        element(0x06, b"undefined", b""),
+        element(0x0E, b"symbol", string(b"sym\x01")),
+        element(0x0C, b"pointer", string(b"db.coll") + b"0123456789ab"),
+        element(0x0F, b"scoped", struct.pack("<i", 4 + 8 + 5) + string(b"f()") + document()),
+        element(0x0B, b"re", cstring(b"a+") + cstring(b"zxmiq")),
+        element(0x0B, b"re2", cstring(b"") + cstring(b"ssi")),
+        element(0x05, b"old", struct.pack("<i", 7) + b"\x02" + struct.pack("<i", 3) + b"abc"),
+        element(0x03, b"dbref_nulldb", document(element(0x0A, b"$db", b""), element(0x10, b"n", b"\x05\x00\x00\x00"), element(0x02, b"$ref", string(b"c")), element(0x10, b"$id", b"\x01\x00\x00\x00"))),
+        element(0x03, b"not_dbref", document(element(0x10, b"$ref", b"\x01\x00\x00\x00"), element(0x10, b"$id", b"\x01\x00\x00\x00"))),
+        element(0x03, b"bad_db", document(element(0x02, b"$ref", string(b"c")), element(0x10, b"$id", b"\x01\x00\x00\x00"), element(0x10, b"$db", b"\x01\x00\x00\x00"))),
+        element(0x03, b"code_ref", document(element(0x0D, b"$ref", string(b"c")), element(0x01, b"$id", struct.pack("<d", math.nan)))),
+        element(0x03, b"repeat", document(element(0x10, b"a", b"\x01\x00\x00\x00"), element(0x10, b"b", b"\x02\x00\x00\x00"), element(0x01, b"a", struct.pack("<d", 2.5)))),
+        element(0x04, b"array_keys_unchecked", document(element(0x10, b"\xff\xfe", b"\x01\x00\x00\x00"), element(0x10, b"\xff\xfe", b"\x02\x00\x00\x00"))),
+    ],
+)  # fmt: skip
+def test_hand_made_elements(impl: ModuleType, payload: bytes) -> None:
+    assert not isinstance(check(impl, with_full_document(payload)), str)
+
+
+@pytest.mark.parametrize("bits", [0, 0x8000000000000000, 1, 0x7FEFFFFFFFFFFFFF, 0x000FFFFFFFFFFFFF, 0x7FF8000000000001, 0xFFF0000000000000])  # fmt: skip
+def test_double_bit_patterns(impl: ModuleType, bits: int) -> None:
+    check(impl, with_full_document(element(0x01, b"d", struct.pack("<Q", bits))))
+
+
+@given(bits=st.integers(0, 2**64 - 1))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_double(impl: ModuleType, bits: int) -> None:
+    check(impl, with_full_document(element(0x01, b"d", struct.pack("<Q", bits))))
+
+
+@given(bid=st.binary(min_size=16, max_size=16), high=st.sampled_from([None, 0x6000, 0x7800, 0x7C00, 0x7E00, 0xE000, 0x3040]))  # fmt: skip
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_decimal128(impl: ModuleType, bid: bytes, high: int | None) -> None:
+    if high is not None:  # steer the top bits to the special and non-canonical forms
+        bid = bid[:15] + bytes([high >> 8 | bid[15] & 0x01])
+    check(impl, with_full_document(element(0x13, b"d", bid)))
+
+
+# ---- hypothesis: arbitrary events --------------------------------------------------
+
+NO_NUL = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+"""Characters a BSON key, regex or bson.encode's strings can hold."""
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    st.floats(allow_subnormal=True),
+    st.text(),
+    st.text(st.characters(max_codepoint=0x7F)),
+    st.binary(max_size=40).map(lambda data: Binary(data, 0)),
+    st.tuples(st.binary(max_size=20), st.sampled_from([0, 1, 3, 4, 5, 6, 7, 8, 9, 0x80, 0xFF])).map(
+        lambda pair: Binary(*pair)
+    ),
+    st.binary(max_size=20).map(lambda data: Binary(data, 2)),
+    st.binary(min_size=12, max_size=12).map(ObjectId),
+    st.binary(min_size=16, max_size=16).map(Decimal128.from_bid),
+    st.datetimes().map(lambda when: when.replace(microsecond=when.microsecond // 1000 * 1000)),
+    st.integers(-(2**63), 2**63 - 1).map(DatetimeMS),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda ti: Timestamp(*ti)),
+    st.tuples(st.text(NO_NUL), st.integers(0, 127)).map(lambda pf: Regex(*pf)),
+    st.just(MinKey()),
+    st.just(MaxKey()),
+    st.text(NO_NUL, max_size=8).map(Code),
+)
+keys = st.text(NO_NUL, max_size=6)
+
+
+def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(keys, children, max_size=4),
+        st.tuples(st.text(max_size=4), children, st.dictionaries(keys, children, max_size=2)).map(
+            lambda t: DBRef(t[0], t[1], None, **{k: v for k, v in t[2].items() if k.isidentifier()})
+        ),
+        st.tuples(
+            st.sampled_from(["c", 1, None]), children, st.sampled_from(["db", None, 2, ...])
+        ).map(lambda t: {"$ref": t[0], "$id": t[1], **({} if t[2] is ... else {"$db": t[2]})}),
+        st.tuples(st.text(max_size=4), st.dictionaries(keys, children, max_size=2)).map(
+            lambda t: Code(t[0], t[1])
+        ),
+    )
+
+
+values = st.recursive(scalars, containers, max_leaves=12)
+documents = st.dictionaries(keys, values, max_size=5)
+
+cluster_times = st.one_of(
+    st.none(),
+    st.just(...),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda ti: Timestamp(*ti)),
+    st.datetimes().map(lambda when: when.replace(microsecond=0)),
+    st.integers(-(2**63), 2**63 - 1).map(DatetimeMS),
+    st.fixed_dictionaries(
+        {"$timestamp": st.fixed_dictionaries({"t": st.integers(-(2**40), 2**40), "i": values})}
+    ),
+    values,
+)
+namespaces = st.one_of(
+    st.none(),
+    st.just(...),
+    st.fixed_dictionaries({}, optional={"db": st.one_of(st.text(), values), "coll": st.text()}),
+    values,
+)
+
+
+@st.composite
+def change_events(draw: Callable[..., Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "_id": draw(st.one_of(st.just(...), values, documents)),
+        "operationType": draw(
+            st.one_of(st.sampled_from(["insert", "update", "delete"]), st.text(), values)
+        ),
+        "clusterTime": draw(cluster_times),
+        "ns": draw(namespaces),
+        "documentKey": draw(st.one_of(documents, values, st.just(...))),
+        "fullDocument": draw(st.one_of(documents, values, st.just(...))),
+        "updateDescription": draw(st.one_of(documents, st.just(...), st.none())),
+    }
+    order = draw(st.permutations(list(fields)))
+    extra = draw(st.dictionaries(keys, values, max_size=2))
+    out = {key: fields[key] for key in order if fields[key] is not ...}
+    out.update({key: value for key, value in extra.items() if key not in out})
+    return out
+
+
+@given(change=change_events())
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+def test_any_event(impl: ModuleType, change: dict[str, Any]) -> None:
+    check(impl, bson.encode(change))
+
+
+@given(changes=st.lists(change_events(), min_size=1, max_size=6))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+def test_a_batch_equals_its_events_one_by_one(
+    impl: ModuleType, changes: list[dict[str, Any]]
+) -> None:
+    raws = [bson.encode(change) for change in changes]
+    assert impl.convert_batch(raws) == [convert(impl, raw) for raw in raws]
+
+
+# ---- malformed input ---------------------------------------------------------------
+
+VALID = bson.encode(
+    event(
+        fullDocument={
+            "s": "tëxt",
+            "f": 2.5,
+            "l": [1, {"x": Decimal128("1.5")}],
+            "b": Binary(b"ab", 2),
+            "c": Code("f()", {"a": 1}),
+            "r": Regex("a", "i"),
+            "d": datetime(2025, 1, 1),
+            "n": None,
+            "t": True,
+        }
+    )
+)
+
+
+def test_every_truncation_is_rejected(impl: ModuleType) -> None:
+    for cut in range(len(VALID)):
+        assert isinstance(convert(impl, VALID[:cut]), str)
+        fixed = bytearray(VALID[:cut])
+        if cut >= 5:  # a consistent length prefix, so the walk reaches the cut
+            fixed[:4] = struct.pack("<i", cut)
+            fixed[-1] = 0
+            check(impl, bytes(fixed))
+
+
+def test_every_corrupted_byte_agrees_with_pymongo(impl: ModuleType) -> None:
+    for at in range(len(VALID)):
+        for value in {0x00, 0x01, 0x7F, 0xFF, VALID[at] ^ 0x01, VALID[at] + 1 & 0xFF}:
+            corrupted = bytearray(VALID)
+            corrupted[at] = value
+            check(impl, bytes(corrupted))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\x80", b"\xff", b"\xf8\x88\x80\x80\x80"],
+)  # fmt: skip
+@pytest.mark.parametrize("where", ["value", "key", "top_key", "regex", "code_scope_key"])
+def test_bad_utf8_is_rejected(impl: ModuleType, text: bytes, where: str) -> None:
+    if where == "value":
+        raw = with_full_document(element(0x02, b"s", string(text)))
+    elif where == "key":
+        raw = with_full_document(element(0x10, text, b"\x01\x00\x00\x00"))
+    elif where == "top_key":
+        raw = document(element(0x02, b"operationType", string(b"x")), element(0x0A, text, b""))
+    elif where == "regex":
+        raw = with_full_document(element(0x0B, b"r", cstring(text) + cstring(b"")))
+    else:
+        scope = document(element(0x0A, text, b""))
+        raw = with_full_document(
+            element(0x0F, b"c", struct.pack("<i", 4 + 6 + len(scope)) + string(b"f") + scope)
+        )
+    result = check(impl, raw)
+    assert isinstance(result, str)
+
+
+@pytest.mark.parametrize("kind", [0x00, 0x14, 0x15, 0x20, 0x80, 0xFE])
+def test_unknown_types_are_rejected(impl: ModuleType, kind: int) -> None:
+    assert isinstance(check(impl, with_full_document(element(kind, b"x", b"\x00" * 8))), str)
+
+
+def test_trailing_bytes_are_rejected(impl: ModuleType) -> None:
+    assert isinstance(convert(impl, VALID + b"\x00"), str)
+    assert isinstance(convert(impl, b""), str)
+
+
+def nested(depth: int, *innermost: bytes) -> bytes:
+    """An event whose fullDocument nests documents and arrays to ``depth`` in all."""
+    inner = document(*innermost)
+    for level in range(depth - 2):
+        inner = document(element(0x04 if level % 2 else 0x03, b"0", inner))
+    return document(
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x03, b"fullDocument", inner),
+    )
+
+
+def test_nesting_limit(impl: ModuleType) -> None:
+    assert not isinstance(check(impl, nested(100)), str)
+    assert isinstance(convert(impl, nested(101)), str)
+    assert isinstance(convert(impl, nested(5000)), str)
+    # a DBPointer at the deepest level is no container of its own
+    pointer = element(0x0C, b"p", string(b"c") + b"0123456789ab")
+    assert not isinstance(check(impl, nested(100, pointer)), str)
+    scope = element(0x0F, b"c", struct.pack("<i", 4 + 6 + 5) + string(b"f") + document())
+    assert isinstance(convert(impl, nested(100, scope)), str)  # the scope is level 101
+
+
+# ---- the envelope --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"operationType": ...},
+        {"operationType": ""},
+        {"operationType": 5},
+        {"operationType": None},
+        {"operationType": Code("insert")},
+        {"ns": ...},
+        {"ns": None},
+        {"ns": {}},
+        {"ns": 0},
+        {"ns": ""},
+        {"ns": []},
+        {"ns": "x"},
+        {"ns": 1},
+        {"ns": {"db": 5}},
+        {"ns": {"db": None, "coll": "c"}},
+        {"ns": {"coll": Code("c", {})}},
+        {"ns": {"$ref": "c", "$id": 1}},
+        {"clusterTime": ...},
+        {"clusterTime": None},
+        {"clusterTime": datetime(2025, 1, 2, 3, 4, 5, 678000)},
+        {"clusterTime": datetime(1, 1, 1)},
+        {"clusterTime": DatetimeMS(2**62)},
+        {"clusterTime": 5},
+        {"clusterTime": "x"},
+        {"clusterTime": {"$timestamp": {"t": 5, "i": 6}}},
+        {"clusterTime": {"$timestamp": {"t": Int64(5)}}},
+        {"clusterTime": {"$timestamp": {"t": True, "i": -3}}},
+        {"clusterTime": {"$timestamp": {"t": 2**40}}},
+        {"clusterTime": {"$timestamp": {"t": 1.5}}},
+        {"clusterTime": {"$timestamp": {"$ref": "c", "$id": 1, "t": 5}}},
+        {"clusterTime": {"$ref": "c", "$id": 1, "time": 5, "inc": 2}},
+        {"documentKey": None, "fullDocument": ..., "updateDescription": 5, "_id": ...},
+        {"_id": [1]},
+        {"_id": "token"},
+        {"_id": DBRef("c", 1)},
+    ],
+)
+def test_envelope_rules(impl: ModuleType, fields: dict[str, Any]) -> None:
+    check(impl, bson.encode(event(**fields)))
+
+
+def test_repeated_top_level_keys_keep_the_last_value(impl: ModuleType) -> None:
+    raw = document(
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x03, b"_id", document(element(0x10, b"a", b"\x01\x00\x00\x00"))),
+        element(0x02, b"operationType", string(b"delete")),
+        element(0x03, b"_id", document(element(0x10, b"b", b"\x02\x00\x00\x00"))),
+    )
+    result = check(impl, raw)
+    assert isinstance(result, RawEnvelope)
+    assert result.operation == "delete"
+    assert result.resume_token_span is not None
+    assert dict(RawBSONDocument(raw[slice(*result.resume_token_span)]).items()) == {"b": 2}
+
+
+def test_inputs_of_every_kind(impl: ModuleType) -> None:
+    expected = oracle(VALID)
+    results = impl.convert_batch(
+        [
+            VALID,
+            bytearray(VALID),
+            memoryview(VALID),
+            RawBSONDocument(VALID),
+            5,
+            memoryview(VALID)[::2],
+        ]
+    )
+    assert results[:4] == [expected] * 4
+    assert all(isinstance(result, str) for result in results[4:])
+
+
+def test_resume_token_span_slices_the_token(impl: ModuleType) -> None:
+    result = convert(impl, VALID)
+    assert isinstance(result, RawEnvelope)
+    assert result.resume_token_span is not None
+    token = RawBSONDocument(VALID[slice(*result.resume_token_span)])
+    assert dict(token.items()) == {"_data": "8267A1B2C3000000012B"}
+
+
+def test_selector_honours_the_environment() -> None:
+    code = "from rigatoni_s3 import _bsonjson; print(_bsonjson.NATIVE)"
+    env = {**os.environ, "RIGATONI_S3_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+    env["RIGATONI_S3_NO_EXTENSIONS"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    try:
+        import rigatoni_s3._bsonjson_c  # noqa: F401
+    except ImportError:
+        assert out.stdout.strip() == "False"
+    else:
+        assert out.stdout.strip() == "True"
