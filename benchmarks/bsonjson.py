@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.generator import build_pool
 from rigatoni_s3 import _bsonjson_py
 from rigatoni_s3.events import fields_of
-from rigatoni_s3.formats._values import dumps, envelope_rows
+from rigatoni_s3.formats._envelope import envelope_rows
+from rigatoni_s3.formats._json import dumps
 
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO

@@ -1,7 +1,7 @@
 """Raw BSON change events to our JSON: the pure-Python reference.
 
 Decodes with pymongo's ``bson`` and reuses the dict path (:func:`fields_of` and
-:func:`~rigatoni_s3.formats._values.dumps`), so its output is by construction what the
+:func:`~rigatoni_s3.formats._json.dumps`), so its output is by construction what the
 rest of the library writes for the same event. The compiled module must agree with it
 byte for byte; it is also the fallback when that module is not built.
 
@@ -156,7 +156,7 @@ def raw_bytes(document: Document) -> bytes | str:
 
 
 def _dumps(value: Any, field: str) -> bytes:
-    from rigatoni_s3.formats._values import dumps
+    from rigatoni_s3.formats._json import dumps
 
     return dumps(value, field)
 

@@ -31,7 +31,7 @@ from rigatoni_s3 import _bsonjson_py
 from rigatoni_s3._bsonjson_py import RawEnvelope
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
-from rigatoni_s3.formats._values import dumps
+from rigatoni_s3.formats._json import dumps
 
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
