@@ -7,19 +7,22 @@ loop, so both can be tested and benchmarked alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import partial
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
+from rigatoni_s3._bsonjson import convert_batch
 from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.compression import IDENTITY, Codec
 from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, UtcSeconds, fields_of
 from rigatoni_s3.formats import Serializer
+from rigatoni_s3.formats._envelope import EnvelopeRow, new_envelope_row
 from rigatoni_s3.keys import PartitionKey, partition_of
 
 
@@ -77,54 +80,132 @@ class Encoder:
         suffix = self.outer_codec.extension
         return f"{self.serializer.extension}.{suffix}" if suffix else self.serializer.extension
 
-    def prepare(
-        self, events: Sequence[ChangeEvent | Mapping[str, Any]], now: datetime
-    ) -> PreparedEvents:
+    def prepare(self, events: Sequence[Event], now: datetime) -> PreparedEvents:
         """Encode each event into a row of its partition; reject bad events one by one.
 
-        All events are encoded at once (``encode_events``); only when that fails are
-        they encoded one by one, to reject exactly the events that cannot be written.
+        Raw BSON events (``bytes``, ``memoryview``, ``RawBSONDocument``) are read by
+        :mod:`rigatoni_s3._bsonjson` without being decoded; the others are read as
+        ChangeEvents or decoded change-stream documents. Either way all the events are
+        encoded at once; only when that fails are decoded ones encoded one by one, to
+        reject exactly the events that cannot be written. ``now`` places events
+        without a ``cluster_time``.
         """
-        strategy, utc_seconds = self.strategy, self.utc_seconds
+        raw_at = [index for index, event in enumerate(events) if is_raw_bson(event)]
         rejected: list[EventError] = []
-        accepted: list[EventFields] = []
-        indices: list[int] = []
-        partitions: list[PartitionKey] = []
-        for index, event in enumerate(with_gil_breaks(events)):
-            try:
-                fields = fields_of(event, utc_seconds)
-            except Exception as exc:  # one bad event must not sink the others
-                rejected.append(_rejection(exc, index, None))
-                continue
-            accepted.append(fields)
-            indices.append(index)
-            partitions.append(partition_of(strategy, fields.collection, fields.cluster_time, now))
-        try:
-            rows, sizes = self.serializer.encode_events(accepted)
-        except Exception:  # some event cannot be encoded: find it, keep the others
-            rows, sizes = self._encode_one_by_one(accepted, indices, partitions, rejected)
+        if not raw_at:
+            part = self._encode_decoded(events, range(len(events)), now, rejected)
+        else:
+            raw = set(raw_at)
+            decoded_at = [index for index in range(len(events)) if index not in raw]
+            part = _merged(
+                self._encode_decoded([events[i] for i in decoded_at], decoded_at, now, rejected),
+                self._encode_raw([cast(RawBson, events[i]) for i in raw_at], raw_at, now, rejected),
+            )
             rejected.sort(key=lambda error: error.index or 0)
         groups: dict[PartitionKey, tuple[list[Any], list[int]]] = {}
-        for partition, row, size in zip(partitions, rows, sizes, strict=True):
+        for partition, row, size in zip(part.partitions, part.rows, part.sizes, strict=True):
             group = groups.get(partition)
             if group is None:
                 groups[partition] = ([row], [size])
             else:
                 group[0].append(row)
                 group[1].append(size)
-        last_token = next(
-            (f.resume_token for f in reversed(accepted) if f.resume_token is not None), None
-        )
         return PreparedEvents(
             {
                 partition: PartitionRows(group_rows, list(accumulate(sized)))
                 for partition, (group_rows, sized) in groups.items()
             },
             rejected,
-            len(rows),
-            sum(sizes),
-            last_token,
+            len(part.rows),
+            sum(part.sizes),
+            None if part.last_token is None else part.last_token[1](),
         )
+
+    def _encode_decoded(
+        self,
+        events: Sequence[Event],
+        indices: Sequence[int],
+        now: datetime,
+        rejected: list[EventError],
+    ) -> _Encoded:
+        """Rows of ChangeEvents and decoded documents, at ``indices`` of the call."""
+        strategy, utc_seconds = self.strategy, self.utc_seconds
+        accepted: list[EventFields] = []
+        kept: list[int] = []
+        partitions: list[PartitionKey] = []
+        for index, event in zip(indices, with_gil_breaks(events), strict=True):
+            try:
+                fields = fields_of(event, utc_seconds)  # type: ignore[arg-type]
+            except Exception as exc:  # one bad event must not sink the others
+                rejected.append(_rejection(exc, index, None))
+                continue
+            accepted.append(fields)
+            kept.append(index)
+            partitions.append(partition_of(strategy, fields.collection, fields.cluster_time, now))
+        try:
+            rows, sizes = self.serializer.encode_events(accepted)
+        except Exception:  # some event cannot be encoded: find it, keep the others
+            rows, sizes = self._encode_one_by_one(accepted, kept, partitions, rejected)
+            rejected.sort(key=lambda error: error.index or 0)
+        last_token = next(
+            (
+                (index, partial(_same, fields.resume_token))
+                for index, fields in zip(reversed(kept), reversed(accepted), strict=True)
+                if fields.resume_token is not None
+            ),
+            None,
+        )
+        return _Encoded(kept, partitions, rows, sizes, last_token)
+
+    def _encode_raw(
+        self,
+        documents: Sequence[RawBson],
+        indices: Sequence[int],
+        now: datetime,
+        rejected: list[EventError],
+    ) -> _Encoded:
+        """Rows of raw BSON events, at ``indices`` of the call; malformed ones rejected."""
+        strategy, utc_seconds = self.strategy, self.utc_seconds
+        envelopes: list[EnvelopeRow] = []
+        kept: list[int] = []
+        partitions: list[PartitionKey] = []
+        last_token: tuple[int, Callable[[], Any]] | None = None
+        for index, document, envelope in zip(
+            indices, documents, convert_batch(documents), strict=True
+        ):
+            if isinstance(envelope, str):
+                rejected.append(InvalidEventError(envelope, index=index))
+                continue
+            when: datetime | None = None
+            if envelope.cluster_time_ms is not None:
+                seconds, millis = divmod(envelope.cluster_time_ms, 1000)
+                try:
+                    when = utc_seconds(seconds)
+                except (OverflowError, ValueError, OSError):
+                    rejected.append(InvalidEventError("'clusterTime' is out of range", index=index))
+                    continue
+                if millis:
+                    when += timedelta(milliseconds=millis)
+            envelopes.append(
+                new_envelope_row(
+                    (
+                        envelope.operation,
+                        envelope.database,
+                        envelope.collection,
+                        when,
+                        envelope.document_key,
+                        envelope.full_document,
+                        envelope.update_description,
+                        envelope.resume_token,
+                    )
+                )
+            )
+            kept.append(index)
+            partitions.append(partition_of(strategy, envelope.collection, when, now))
+            if envelope.resume_token_span is not None:
+                last_token = (index, partial(raw_document, document, envelope.resume_token_span))
+        rows, sizes = self.serializer.encode_envelopes(envelopes)
+        return _Encoded(kept, partitions, rows, sizes, last_token)
 
     def _encode_one_by_one(
         self,
@@ -133,7 +214,8 @@ class Encoder:
         partitions: list[PartitionKey],
         rejected: list[EventError],
     ) -> tuple[list[Any], list[int]]:
-        """Encode event by event; the rejected ones leave ``accepted`` and ``partitions``."""
+        """Encode event by event; the rejected ones leave ``accepted``, ``indices`` and
+        ``partitions``."""
         encode = self.serializer.encode_event
         rows: list[Any] = []
         sizes: list[int] = []
@@ -146,9 +228,9 @@ class Encoder:
                 continue
             rows.append(row)
             sizes.append(size)
-            accepted[kept], partitions[kept] = fields, partition
+            accepted[kept], indices[kept], partitions[kept] = fields, index, partition
             kept += 1
-        del accepted[kept:], partitions[kept:]
+        del accepted[kept:], indices[kept:], partitions[kept:]
         return rows, sizes
 
     def encode(self, rows: Sequence[Any], raw_bytes: int) -> EncodedObject:
@@ -162,6 +244,73 @@ class Encoder:
             events=len(rows),
             raw_bytes=raw_bytes,
         )
+
+
+Event = ChangeEvent | Mapping[str, Any] | bytes | bytearray | memoryview
+"""What ``write_batch`` takes: a ChangeEvent, a decoded change-stream document, or one
+as raw BSON (``RawBSONDocument`` is a Mapping)."""
+
+RawBson = bytes | bytearray | memoryview | Mapping[str, Any]
+
+
+def is_raw_bson(event: object) -> bool:
+    """True for an event given as BSON bytes or as pymongo's ``RawBSONDocument``."""
+    kind = type(event)
+    if kind is dict:  # the common decoded case, answered first
+        return False
+    if kind is bytes or kind is memoryview or kind is bytearray:
+        return True
+    return kind.__name__ == "RawBSONDocument" and kind.__module__.startswith("bson")
+
+
+def raw_document(document: RawBson, span: tuple[int, int]) -> Any:
+    """The embedded document at ``span`` of a raw event, as a ``RawBSONDocument``
+    (which ``watch(resume_after=...)`` takes), or as bytes without pymongo."""
+    raw: Any = getattr(document, "raw", document)
+    start, end = span
+    data = bytes(memoryview(raw).cast("B")[start:end])
+    try:
+        from bson.raw_bson import RawBSONDocument
+    except ImportError:  # bytes came in, and pymongo is not installed
+        return data
+    return RawBSONDocument(data)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@attrs.define
+class _Encoded:
+    """Rows of some of a call's events: their positions, partitions, rows and sizes."""
+
+    indices: list[int]
+    partitions: list[PartitionKey]
+    rows: list[Any]
+    sizes: list[int]
+    last_token: tuple[int, Callable[[], Any]] | None
+    """Position of the last event with a resume token, and how to get that token."""
+
+
+def _merged(first: _Encoded, second: _Encoded) -> _Encoded:
+    """Two parts of one call back in the call's order."""
+    if not second.rows:
+        return first
+    if not first.rows:
+        return second
+    order = sorted(
+        [(index, 0, n) for n, index in enumerate(first.indices)]
+        + [(index, 1, n) for n, index in enumerate(second.indices)]
+    )
+    parts = (first, second)
+    tokens = [t for t in (first.last_token, second.last_token) if t is not None]
+    return _Encoded(
+        [index for index, _, _ in order],
+        [parts[p].partitions[n] for _, p, n in order],
+        [parts[p].rows[n] for _, p, n in order],
+        [parts[p].sizes[n] for _, p, n in order],
+        max(tokens, key=lambda token: token[0]) if tokens else None,
+    )
 
 
 def _rejection(exc: Exception, index: int, fields: EventFields | None) -> EventError:

@@ -36,7 +36,7 @@ import aioboto3
 
 from rigatoni_s3._buffer import BufferSet, PartitionBuffer
 from rigatoni_s3._delivery import Deliveries
-from rigatoni_s3._encoder import Encoder
+from rigatoni_s3._encoder import Encoder, Event
 from rigatoni_s3._flusher import Flusher
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import RetryPolicy
@@ -198,10 +198,14 @@ class S3Destination:
 
     # -- 1-2. accepting events ------------------------------------------------------------
 
-    async def write_batch(
-        self, events: Iterable[ChangeEvent | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> None:
+    async def write_batch(self, events: Iterable[Event], *, timeout: float | None = None) -> None:
         """Buffer ``events``; returns once they are accepted (not yet durable).
+
+        An event is a :class:`~rigatoni_s3.events.ChangeEvent`, a change-stream document
+        as pymongo decodes it, or the same document as raw BSON: pymongo's
+        ``RawBSONDocument`` or ``bytes``/``memoryview``. Raw events are read without
+        being decoded (the fast path) and written byte for byte as their decoded form
+        would be; their ``durable_resume_token`` is a ``RawBSONDocument``.
 
         Either every valid event of the call is accepted or none is: a cancelled
         or timed-out call accepts nothing. Invalid events are rejected one by one
@@ -212,7 +216,7 @@ class S3Destination:
         ``timeout`` bounds the wait for buffer room
         (:class:`~rigatoni_s3.errors.BackpressureTimeout`).
         """
-        if isinstance(events, ChangeEvent | Mapping):
+        if isinstance(events, ChangeEvent | Mapping | bytes | bytearray | memoryview):
             raise TypeError(
                 "write_batch takes an iterable of events; wrap a single event in a list"
             )

@@ -6,7 +6,8 @@ Encoding happens in two steps, both off the event loop:
    accepts them, in one pass where the format allows (one orjson call for all the
    documents). If any event cannot be encoded, ``encode_event`` takes them one by
    one, so that a value the format cannot hold is rejected for its event alone.
-   Row sizes feed the batch and memory limits exactly.
+   Raw BSON events arrive with their documents already JSON (``_bsonjson``) and
+   take ``encode_envelopes``. Row sizes feed the batch and memory limits exactly.
 2. ``serialize`` turns the rows of one partition buffer into an object body.
 
 Formats that compress internally (Parquet, Avro) take the codec at construction
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from rigatoni_s3.config import Compression, SerializationFormat
 from rigatoni_s3.events import EventFields
+from rigatoni_s3.formats._envelope import EnvelopeRow
 
 
 class Serializer(Protocol):
@@ -37,6 +39,14 @@ class Serializer(Protocol):
 
     def encode_events(self, events: Sequence[EventFields]) -> tuple[list[Any], list[int]]:
         """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
+        ...
+
+    def encode_envelopes(self, envelopes: Sequence[EnvelopeRow]) -> tuple[list[Any], list[int]]:
+        """Rows and sizes of events whose documents are already JSON (raw BSON input).
+
+        Cannot fail: the envelopes were checked when they were read. The rows equal
+        what ``encode_events`` gives for the same events decoded.
+        """
         ...
 
     def serialize(self, rows: Sequence[Any]) -> bytes:

@@ -33,7 +33,7 @@ class EnvelopeRow(NamedTuple):
     resume_token: bytes | None
 
 
-_new_row = partial(tuple.__new__, EnvelopeRow)
+new_envelope_row = partial(tuple.__new__, EnvelopeRow)
 """Builds an :class:`EnvelopeRow` without the Python-level ``__new__`` (one per event)."""
 
 ENVELOPE_COLUMNS: tuple[str, ...] = EnvelopeRow._fields
@@ -59,11 +59,7 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
     full_json = None if full is None else kept(dumps(full, "full_document"))
     update_json = None if update is None else kept(dumps(update, "update_description"))
     token_json = None if token is None else kept(dumps(token, "resume_token"))
-    size = _ROW_OVERHEAD + len(operation)
-    for part in (database, collection, key_json, full_json, update_json, token_json):
-        if part is not None:
-            size += len(part)
-    row = _new_row(
+    row = new_envelope_row(
         (
             operation,
             database,
@@ -75,7 +71,23 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
             token_json,
         )
     )
-    return row, size
+    return row, envelope_size(row)
+
+
+def envelope_size(row: EnvelopeRow) -> int:
+    """The bytes a row counts for the limits: its text plus a small overhead."""
+    size = _ROW_OVERHEAD + len(row.operation)
+    for part in (
+        row.database,
+        row.collection,
+        row.document_key,
+        row.full_document,
+        row.update_description,
+        row.resume_token,
+    ):
+        if part is not None:
+            size += len(part)
+    return size
 
 
 def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
@@ -125,7 +137,7 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
             size += len(database)
         if collection is not None:
             size += len(collection)
-        rows.append(_new_row((*head, *documents_json)))
+        rows.append(new_envelope_row((*head, *documents_json)))
         sizes.append(size)
     return rows, sizes
 

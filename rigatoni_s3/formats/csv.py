@@ -25,6 +25,7 @@ from rigatoni_s3.formats._envelope import (
     EnvelopeRow,
     envelope_row,
     envelope_rows,
+    envelope_size,
 )
 from rigatoni_s3.formats._json import iso_utc
 
@@ -47,6 +48,12 @@ class CsvSerializer:
         """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
         rows, sizes = envelope_rows(events)
         return rows, [size + _quoting(row) for row, size in zip(rows, sizes, strict=True)]
+
+    def encode_envelopes(
+        self, envelopes: Sequence[EnvelopeRow]
+    ) -> tuple[list[EnvelopeRow], list[int]]:
+        """The envelopes are the rows already; their sizes count CSV's quotes."""
+        return list(envelopes), [envelope_size(row) + _quoting(row) for row in envelopes]
 
     def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
         """The CSV text of ``rows``, header first, as UTF-8."""

@@ -11,7 +11,7 @@ import orjson
 
 from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._envelope import checked_head
+from rigatoni_s3.formats._envelope import EnvelopeRow, checked_head
 from rigatoni_s3.formats._json import dumps, dumps_many
 
 _HEAD_OPTIONS = orjson.OPT_UTC_Z
@@ -93,6 +93,40 @@ class JsonLinesSerializer:
             [event.count(None) for event in events],
             lambda i: self.encode_event(events[i])[0],
         )
+        return lines, [len(line) + 1 for line in lines]
+
+    def encode_envelopes(self, envelopes: Sequence[EnvelopeRow]) -> tuple[list[bytes], list[int]]:
+        """Lines of events whose documents are JSON already: the same bytes as
+        :meth:`encode_events` writes for them decoded."""
+        lines: list[bytes] = []
+        dumps = orjson.dumps
+        for envelope in with_gil_breaks(envelopes):
+            operation, database, collection, cluster_time, key, full, update, token = envelope
+            head = dumps(
+                {
+                    "operation": operation,
+                    "database": database,
+                    "collection": collection,
+                    "cluster_time": cluster_time,
+                },
+                option=_HEAD_OPTIONS,
+            )
+            lines.append(
+                b"".join(
+                    (
+                        head[:-1],
+                        b',"document_key":',
+                        b"null" if key is None else key,
+                        b',"full_document":',
+                        b"null" if full is None else full,
+                        b',"update_description":',
+                        b"null" if update is None else update,
+                        b',"resume_token":',
+                        b"null" if token is None else token,
+                        b"}",
+                    )
+                )
+            )
         return lines, [len(line) + 1 for line in lines]
 
     def serialize(self, rows: Sequence[bytes]) -> bytes:
