@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from rigatoni_s3._bsonjson import NATIVE
 from rigatoni_s3.config import (
     Compression,
     KeyGenerationStrategy,
@@ -21,12 +22,13 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted() order, which the public-API test checks
     "ChangeEvent",
     "Compression",
     "DestinationStats",
     "KeyGenerationStrategy",
     "LatencySummary",
+    "NATIVE",
     "ReplayResult",
     "S3Config",
     "S3ConfigBuilder",

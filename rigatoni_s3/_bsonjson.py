@@ -13,6 +13,7 @@ from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
 __all__ = ["MAX_DEPTH", "NATIVE", "RawEnvelope", "convert_batch"]
 
 NATIVE = False
+"""True when the compiled core reads raw BSON; False for the pure-Python fallback."""
 if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
     try:
         from rigatoni_s3._bsonjson_c import convert_batch

@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import aioboto3
 
+from rigatoni_s3._bsonjson import NATIVE
 from rigatoni_s3._buffer import BufferSet, PartitionBuffer
 from rigatoni_s3._delivery import Deliveries
 from rigatoni_s3._encoder import Encoder, Event
@@ -177,11 +178,13 @@ class S3Destination:
             self._flusher.start()
             self._state = _State.RUNNING
             log.info(
-                "destination started",
+                "destination started (%s encoding core)",
+                "compiled" if NATIVE else "pure-Python",
                 extra={
                     "bucket": self.config.bucket,
                     "prefix": self.config.prefix,
                     "writer_id": self.writer_id,
+                    "native": NATIVE,
                 },
             )
 

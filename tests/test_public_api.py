@@ -15,6 +15,7 @@ def test_all_is_exactly_the_public_api() -> None:
         "DestinationStats",
         "KeyGenerationStrategy",
         "LatencySummary",
+        "NATIVE",
         "ReplayResult",
         "S3Config",
         "S3ConfigBuilder",
@@ -25,6 +26,14 @@ def test_all_is_exactly_the_public_api() -> None:
     }
     for name in rigatoni_s3.__all__:
         assert getattr(rigatoni_s3, name) is not None
+
+
+def test_native_says_which_core_runs() -> None:
+    """NATIVE is True exactly when the compiled module was imported."""
+    import sys
+
+    assert isinstance(rigatoni_s3.NATIVE, bool)
+    assert ("rigatoni_s3._bsonjson_c" in sys.modules) == rigatoni_s3.NATIVE
 
 
 def test_enum_members_are_the_specification_names() -> None:
