@@ -1,19 +1,30 @@
-"""Delivery guarantees end to end: nothing lost, nothing duplicated, durable positions in order."""
+"""Delivery: the outcome of each upload (Deliveries, without a server), and the guarantees
+end to end: nothing lost, nothing duplicated, durable positions in order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
 import pytest
 
 from rigatoni_s3 import S3Destination
+from rigatoni_s3._buffer import BufferSet, PartitionBuffer
+from rigatoni_s3._delivery import Deliveries
+from rigatoni_s3._encoder import EncodedObject
+from rigatoni_s3._flusher import Flusher
+from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3.errors import (
     DeliveryError,
     RetriesExhaustedError,
+    UploadError,
 )
+from rigatoni_s3.keys import PartitionKey
+from rigatoni_s3.stats import Counters
 from tests.faultproxy import FaultProxy
 from tests.helpers import MakeConfig, ids_in, list_keys, raw_event, raw_events
 
@@ -198,3 +209,123 @@ async def test_logs_and_errors_hold_no_secrets_or_payloads(
     for message in messages:
         assert secret not in message
         assert marker not in message
+
+
+# -- Deliveries: the outcome of each upload, without a server -------------------------------
+
+
+class RecordingFlusher(Flusher):
+    """A flusher that delivers nothing and records what is submitted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(self._never, 1, lambda exc: None)
+        self.submitted: list[PartitionBuffer] = []
+
+    async def _never(self, buffer: PartitionBuffer) -> None:
+        raise AssertionError("nothing is delivered in these tests")
+
+    def submit(self, buffer: PartitionBuffer) -> None:
+        self.submitted.append(buffer)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool
+
+
+def deliveries_with(flusher: RecordingFlusher, executor: ThreadPoolExecutor) -> Deliveries:
+    buffers = BufferSet(
+        max_batch_events=100,
+        max_batch_bytes=1000,
+        max_buffer_bytes=10_000,
+        flush_interval=3600.0,
+        on_sealed=flusher.submit,
+    )
+    return Deliveries(
+        buffers=buffers,
+        progress=DeliveryProgress(),
+        flusher=flusher,
+        counters=Counters(),
+        bucket="bucket",
+        dead_letter_dir=None,
+        retry_pause=3600.0,
+        running=lambda: True,
+        executor=executor,
+    )
+
+
+def failed_buffer(name: str = "users") -> PartitionBuffer:
+    buffer = PartitionBuffer(PartitionKey(name, None), rows=[b"row"], nbytes=3, tickets={1: 1})
+    buffer.key = f"{name}/object.jsonl"
+    return buffer
+
+
+OBJ = EncodedObject(b"row", "application/x-ndjson", None, 1, 3)
+
+
+async def test_a_failed_upload_is_kept_and_resubmitted_later(executor: ThreadPoolExecutor) -> None:
+    """A failed buffer stays in undelivered until resubmit_failed sends it to the flusher again."""
+    flusher = RecordingFlusher()
+    deliveries = deliveries_with(flusher, executor)
+    buffer = failed_buffer()
+    error = UploadError("bucket", buffer.key, 1, 1, "denied")
+    await deliveries.upload_failed(buffer, OBJ, error, started=0.0)
+    assert flusher.submitted == []
+    assert deliveries.undelivered == [buffer]
+    deliveries.resubmit_failed()
+    assert flusher.submitted == [buffer]
+    assert deliveries.undelivered == []
+
+
+async def test_an_error_nobody_waits_for_is_raised_once(executor: ThreadPoolExecutor) -> None:
+    """raise_unreported raises a failure no caller has heard of, then never again."""
+    deliveries = deliveries_with(RecordingFlusher(), executor)
+    buffer = failed_buffer()
+    error = UploadError("bucket", buffer.key, 1, 1, "denied")
+    await deliveries.upload_failed(buffer, OBJ, error, started=0.0)
+    with pytest.raises(UploadError) as info:
+        deliveries.raise_unreported()
+    assert info.value is error
+    deliveries.raise_unreported()  # told once: nothing more to raise
+
+
+async def test_a_crash_is_raised_as_a_fresh_copy_each_time(executor: ThreadPoolExecutor) -> None:
+    """Two raises of a crash give two exception objects with the same message and cause."""
+    deliveries = deliveries_with(RecordingFlusher(), executor)
+    bug = RuntimeError("bug in delivery")
+    deliveries.crashed(bug)
+    raised: list[DeliveryError] = []
+    for _ in range(2):
+        with pytest.raises(DeliveryError) as info:
+            deliveries.raise_unreported()
+        raised.append(info.value)
+    first, second = raised
+    assert first is not second
+    assert str(first) == str(second)
+    assert "bug in delivery" in str(first)
+    assert first.__cause__ is bug
+    assert second.__cause__ is bug
+
+
+async def test_retries_exhausted_before_a_flush_are_resubmitted(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """An upload that gave up after starting before flush_requested goes straight back to the
+    flusher; one started after the flush is kept for retry instead."""
+    flusher = RecordingFlusher()
+    deliveries = deliveries_with(flusher, executor)
+    deliveries.flush_requested(at=10.0)
+    stale, fresh = failed_buffer("stale"), failed_buffer("fresh")
+    await deliveries.upload_failed(
+        stale, OBJ, RetriesExhaustedError("bucket", stale.key, 3, 1, "503"), started=5.0
+    )
+    assert flusher.submitted == [stale]
+    assert deliveries.undelivered == []
+    deliveries.raise_unreported()  # a resubmitted buffer is no error yet
+    await deliveries.upload_failed(
+        fresh, OBJ, RetriesExhaustedError("bucket", fresh.key, 3, 1, "503"), started=15.0
+    )
+    assert flusher.submitted == [stale]
+    assert deliveries.undelivered == [fresh]
+    deliveries.stop()
