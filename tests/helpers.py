@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 import zstandard
+from hypothesis import strategies as st
+
+from rigatoni_s3 import ChangeEvent, KeyGenerationStrategy, S3Config, SerializationFormat
+from rigatoni_s3._encoder import Encoder
+from rigatoni_s3.compression import IDENTITY
+from rigatoni_s3.events import EventFields, fields_of
+from rigatoni_s3.formats.jsonl import JsonLinesSerializer
 
 BASE_TIME = datetime(2025, 1, 15, 10, 0, 0, tzinfo=UTC)
+
+MakeConfig = Callable[..., S3Config]
+"""The type of the ``make_config`` and ``make_proxied_config`` fixtures."""
 
 
 def raw_event(
@@ -48,6 +60,13 @@ def list_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
     return sorted(keys)
 
 
+def ids_in(client: Any, bucket: str, prefix: str = "") -> Counter[int]:
+    """How many times each document id appears across all objects."""
+    return Counter(
+        record["document_key"]["_id"] for _, record in iter_jsonl(client, bucket, prefix)
+    )
+
+
 def read_body(client: Any, bucket: str, key: str) -> bytes:
     """An object's bytes, decompressed according to its extension."""
     body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -60,7 +79,6 @@ def read_body(client: Any, bucket: str, key: str) -> bytes:
 
 def iter_jsonl(client: Any, bucket: str, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every (key, record) of every JSON Lines object under ``prefix``."""
-    import json
 
     for key in list_keys(client, bucket, prefix):
         for line in read_body(client, bucket, key).splitlines():
@@ -76,7 +94,6 @@ def decode_records(key: str, body: bytes) -> list[dict[str, Any]]:
     """
     import csv
     import io
-    import json
 
     name = key.removesuffix(".gz").removesuffix(".zst")
     records: list[dict[str, Any]]
@@ -227,3 +244,117 @@ def expected_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [expected_json(item) for item in value]
     return value
+
+
+# -- envelopes and their encodings -------------------------------------------------------
+
+ALL_FORMATS = [
+    SerializationFormat.JSON,
+    SerializationFormat.CSV,
+    SerializationFormat.PARQUET,
+    SerializationFormat.AVRO,
+]
+
+
+def event(
+    n: int = 1,
+    *,
+    operation: Any = "insert",
+    database: Any = "shop",
+    collection: Any = "users",
+    cluster_time: Any = BASE_TIME,
+    document_key: Any = None,
+    full_document: Any = None,
+    update_description: Any = None,
+    resume_token: Any = None,
+) -> EventFields:
+    """The envelope of one event; by default an insert of ``{"_id": n}``."""
+    return EventFields(
+        operation,
+        database,
+        collection,
+        cluster_time,
+        {"_id": n} if document_key is None else document_key,
+        {"_id": n, "name": f"user {n}"} if full_document is None else full_document,
+        update_description,
+        {"_data": f"8263{n:012d}"} if resume_token is None else resume_token,
+    )
+
+
+class Unmappable:
+    """A value no format has a mapping for."""
+
+
+LONE_SURROGATE = "bad \udc80 text"
+
+
+JSONL_SERIALIZER = JsonLinesSerializer()
+
+
+JSONL_ENCODER = Encoder(JSONL_SERIALIZER, IDENTITY, KeyGenerationStrategy.FLAT)
+
+
+def line_of(**document: Any) -> dict[str, Any]:
+    """The JSON Lines record of an insert of ``document``, checked to be one whole line."""
+    event = ChangeEvent(
+        "insert",
+        "shop",
+        "users",
+        {"_id": 1},
+        document,
+        None,
+        datetime(2025, 1, 15, 10, tzinfo=UTC),
+        {"_data": "t"},
+    )
+    fields = fields_of(event)
+    row, size = JSONL_SERIALIZER.encode_event(fields)
+    # A write_batch call, encoded all at once, writes the very same line.
+    (part,) = JSONL_ENCODER.prepare([event, event], datetime.now(UTC)).partitions.values()
+    assert part.rows == [row, row]
+    assert part.cumulative_bytes == [size, 2 * size]
+    body = JSONL_SERIALIZER.serialize([row])
+    assert size == len(body)
+    assert body.endswith(b"\n")
+    assert body.count(b"\n") == 1
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
+# -- hypothesis strategies ----------------------------------------------------------------
+
+KEYS = st.text(max_size=8)
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
+    max_leaves=25,
+)
+DOCUMENTS_ST = st.dictionaries(KEYS, VALUES, max_size=6)
+ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=6)
+ANY_VALUE = st.recursive(
+    SCALARS | ANY_TEXT | st.builds(Unmappable) | st.binary(max_size=4) | st.datetimes(),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(ANY_TEXT | st.integers(), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+ANY_EVENT = st.builds(
+    EventFields,
+    operation=st.one_of(ANY_TEXT, st.none(), st.integers()),
+    database=st.one_of(ANY_TEXT, st.none(), st.integers()),
+    collection=st.one_of(ANY_TEXT, st.none()),
+    cluster_time=st.none() | st.datetimes(timezones=st.just(UTC)),
+    document_key=ANY_VALUE,
+    full_document=ANY_VALUE,
+    update_description=ANY_VALUE,
+    resume_token=ANY_VALUE,
+)

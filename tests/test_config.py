@@ -1,13 +1,17 @@
-"""S3Config: defaults from the specification, builder, eager validation."""
+"""S3Config: defaults from the specification, builder, eager validation, optional extras."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from rigatoni_s3 import Compression, KeyGenerationStrategy, S3Config, SerializationFormat
 from rigatoni_s3.errors import ConfigError
+
+CSV, PARQUET, AVRO = SerializationFormat.CSV, SerializationFormat.PARQUET, SerializationFormat.AVRO
 
 
 def build(**overrides: Any) -> S3Config:
@@ -171,3 +175,46 @@ def test_writer_id_must_be_key_safe() -> None:
     with pytest.raises(ConfigError, match="writer_id"):
         build(writer_id="has/slash")
     assert build(writer_id="pod-7").writer_id == "pod-7"
+
+
+def _missing(*names: str) -> Callable[..., Any]:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name in names else real(name, *args, **kwargs)
+
+    return find_spec
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compression", "module", "extra", "field"),
+    [
+        (PARQUET, Compression.NONE, "pyarrow", "parquet", "format"),
+        (AVRO, Compression.GZIP, "fastavro", "avro", "format"),
+        (CSV, Compression.ZSTD, "zstandard", "zstd", "compression"),
+        (AVRO, Compression.ZSTD, "backports.zstd", "avro", "compression"),
+    ],
+)
+def test_missing_extra_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: SerializationFormat,
+    compression: Compression,
+    module: str,
+    extra: str,
+    field: str,
+) -> None:
+    """Choosing a format or codec whose library is missing fails at build time, naming the extra."""
+    monkeypatch.setattr(importlib.util, "find_spec", _missing(module))
+    with pytest.raises(ConfigError, match=rf"rigatoni-s3\[{extra}\]") as caught:
+        S3Config(bucket="my-bucket", region="us-east-1", format=fmt, compression=compression)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("fmt", [PARQUET, AVRO])
+def test_columnar_zstd_needs_no_zstandard_package(
+    monkeypatch: pytest.MonkeyPatch, fmt: SerializationFormat
+) -> None:
+    """Parquet and Avro compress zstd with their own libraries, not the zstd extra."""
+    monkeypatch.setattr(importlib.util, "find_spec", _missing("zstandard"))
+    config = S3Config(bucket="my-bucket", region="us-east-1", format=fmt, compression="zstd")
+    assert config.compression is Compression.ZSTD

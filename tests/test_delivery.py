@@ -1,43 +1,32 @@
-"""Delivery guarantees: nothing lost, nothing overwritten, durable positions, dead letters."""
+"""Delivery: the outcome of each upload (Deliveries, without a server), and the guarantees
+end to end: nothing lost, nothing duplicated, durable positions in order."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import subprocess
-import sys
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aioboto3
 import attrs
 import pytest
 
-from rigatoni_s3 import S3Config, S3Destination
+from rigatoni_s3 import S3Destination
+from rigatoni_s3._buffer import BufferSet, PartitionBuffer
+from rigatoni_s3._delivery import Deliveries
 from rigatoni_s3._encoder import EncodedObject
-from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options
-from rigatoni_s3.deadletter import load_dead_letters, replay_dead_letters
+from rigatoni_s3._flusher import Flusher
+from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3.errors import (
-    DeadLetteredError,
     DeliveryError,
-    ObjectConflictError,
     RetriesExhaustedError,
+    UploadError,
 )
-from rigatoni_s3.testing import S3Endpoint
+from rigatoni_s3.keys import PartitionKey
+from rigatoni_s3.stats import Counters
 from tests.faultproxy import FaultProxy
-from tests.helpers import iter_jsonl, list_keys, raw_event, raw_events
-
-MakeConfig = Callable[..., S3Config]
-MiB = 1024 * 1024
-
-
-def ids_in(client: Any, bucket: str) -> Counter[int]:
-    return Counter(record["document_key"]["_id"] for _, record in iter_jsonl(client, bucket))
+from tests.helpers import MakeConfig, ids_in, list_keys, raw_event, raw_events
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd", "gzip"])
@@ -58,159 +47,6 @@ async def test_retry_after_lost_response_is_not_a_duplicate(
     counts = ids_in(s3_client, bucket)
     assert sorted(counts) == list(range(50))
     assert set(counts.values()) == {1}
-
-
-async def test_different_content_at_the_key_is_a_conflict(
-    s3_endpoint: S3Endpoint, bucket: str, s3_client: Any
-) -> None:
-    """A key that already holds other bytes is never overwritten; the error says so."""
-    s3_client.put_object(Bucket=bucket, Key="taken.jsonl", Body=b"someone else's data\n")
-    config = s3_endpoint.config(bucket, create_bucket=False)
-    async with aioboto3.Session().client("s3", **client_options(config)) as client:
-        uploader = S3Uploader(
-            client,
-            bucket,
-            RetryPolicy(1, 0.01, 0.02).run,
-            multipart_threshold=MiB * 64,
-            part_size=5 * MiB,
-        )
-        obj = EncodedObject(b"our data\n", "application/x-ndjson", None, 1, 9)
-        with pytest.raises(ObjectConflictError) as info:
-            await uploader.write("taken.jsonl", obj)
-        assert (info.value.key, info.value.events) == ("taken.jsonl", 1)
-        same = EncodedObject(b"someone else's data\n", "application/x-ndjson", None, 1, 20)
-        assert await uploader.write("taken.jsonl", same) == 2  # refused, then HEAD finds our bytes
-    assert (
-        s3_client.get_object(Bucket=bucket, Key="taken.jsonl")["Body"].read()
-        == b"someone else's data\n"
-    )
-
-
-def big_events(count: int, size: int) -> list[dict[str, Any]]:
-    """Events whose documents hold ``size`` bytes of text that compresses poorly."""
-    events = []
-    for n in range(count):
-        event = raw_event(n)
-        seed = os.urandom(size // 2).hex()
-        event["fullDocument"]["blob"] = seed[:size]
-        events.append(event)
-    return events
-
-
-async def test_large_objects_use_multipart_with_5_mib_parts(
-    make_config: MakeConfig, s3_client: Any, bucket: str
-) -> None:
-    """An object above the threshold goes up in 5 MiB parts and reads back whole."""
-    events = big_events(3, 4 * MiB)
-    config = make_config(multipart_threshold=5 * MiB, multipart_part_size=5 * MiB)
-    async with S3Destination(config) as dest:
-        await dest.write_batch(events)
-    [key] = list_keys(s3_client, bucket)
-    head = s3_client.head_object(Bucket=bucket, Key=key)
-    assert head["ETag"].strip('"').endswith("-3")  # 12 MiB in three parts
-    records = [r for _, r in iter_jsonl(s3_client, bucket)]
-    assert [r["full_document"]["blob"] for r in records] == [
-        e["fullDocument"]["blob"] for e in events
-    ]
-    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-
-async def test_failed_multipart_upload_is_aborted(
-    make_proxied_config: MakeConfig, fault_proxy: FaultProxy, s3_client: Any, bucket: str
-) -> None:
-    """A part that keeps failing aborts the upload: no orphan parts are left, events are kept."""
-    config = make_proxied_config(
-        multipart_threshold=5 * MiB, multipart_part_size=5 * MiB, max_retries=0
-    )
-    async with S3Destination(config) as dest:
-        await dest.write_batch(big_events(3, 4 * MiB))
-        fault_proxy.fail_next(["forward", "500"])  # create succeeds, the first part fails
-        with pytest.raises(RetriesExhaustedError):
-            await dest.flush()
-        assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-        await dest.flush()
-    assert sorted(ids_in(s3_client, bucket)) == [0, 1, 2]
-
-
-async def test_a_16_mib_document_is_written(
-    make_config: MakeConfig, s3_client: Any, bucket: str
-) -> None:
-    """Documents at MongoDB's 16 MiB limit go through like any other."""
-    [event] = big_events(1, 16 * MiB - 1024)
-    async with S3Destination(make_config()) as dest:
-        await dest.write_batch([event])
-    [(_, record)] = list(iter_jsonl(s3_client, bucket))
-    assert record["full_document"]["blob"] == event["fullDocument"]["blob"]
-
-
-async def test_dead_letters_are_saved_and_replayed(
-    make_proxied_config: MakeConfig,
-    fault_proxy: FaultProxy,
-    s3_endpoint: S3Endpoint,
-    s3_client: Any,
-    bucket: str,
-    tmp_path: Path,
-) -> None:
-    """With the server unreachable, objects land in dead_letter_dir; a replay uploads them once."""
-    config = make_proxied_config(dead_letter_dir=tmp_path, max_retries=1, max_batch_events=25)
-    async with S3Destination(config) as dest:
-        fault_proxy.down = True
-        await dest.write_batch(raw_events(100))
-        with pytest.raises(DeadLetteredError) as info:
-            await dest.flush()
-        assert info.value.events == 100
-        assert isinstance(info.value.__cause__, RetriesExhaustedError)
-        assert dest.durable_resume_token == raw_event(99)["_id"]
-        fault_proxy.down = False
-    letters = load_dead_letters(tmp_path)
-    assert len(letters) == 4
-    assert sum(letter.events for letter in letters) == 100
-    sidecar = json.loads(letters[0].object_path.with_suffix(".json").read_text())
-    assert set(sidecar) >= {"bucket", "key", "content_type", "error"}
-    assert list_keys(s3_client, bucket) == []
-
-    result = await replay_dead_letters(tmp_path, s3_endpoint.config(bucket, create_bucket=False))
-    assert (result.uploaded, result.failed) == (4, ())
-    assert list(tmp_path.iterdir()) == []
-    assert sorted(ids_in(s3_client, bucket)) == list(range(100))
-    assert sorted(list_keys(s3_client, bucket)) == sorted(letter.key for letter in letters)
-
-
-def test_replay_command_line(
-    s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
-) -> None:
-    """python -m rigatoni_s3 replay DIR uploads saved objects and reports the count."""
-    from rigatoni_s3.deadletter import save_dead_letter
-
-    body = b'{"operation":"insert"}\n'
-    save_dead_letter(
-        tmp_path,
-        bucket,
-        "cli/one.jsonl",
-        EncodedObject(body, "application/x-ndjson", None, 1, len(body)),
-        "test",
-    )
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": s3_endpoint.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": s3_endpoint.secret_access_key,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "rigatoni_s3",
-        "replay",
-        str(tmp_path),
-        "--region",
-        s3_endpoint.region,
-        "--endpoint-url",
-        s3_endpoint.url,
-        "--force-path-style",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "uploaded 1 object(s)" in done.stdout
-    assert s3_client.get_object(Bucket=bucket, Key="cli/one.jsonl")["Body"].read() == body
 
 
 async def test_crashed_flusher_fails_waiters_instead_of_hanging(make_config: MakeConfig) -> None:
@@ -373,3 +209,123 @@ async def test_logs_and_errors_hold_no_secrets_or_payloads(
     for message in messages:
         assert secret not in message
         assert marker not in message
+
+
+# -- Deliveries: the outcome of each upload, without a server -------------------------------
+
+
+class RecordingFlusher(Flusher):
+    """A flusher that delivers nothing and records what is submitted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(self._never, 1, lambda exc: None)
+        self.submitted: list[PartitionBuffer] = []
+
+    async def _never(self, buffer: PartitionBuffer) -> None:
+        raise AssertionError("nothing is delivered in these tests")
+
+    def submit(self, buffer: PartitionBuffer) -> None:
+        self.submitted.append(buffer)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool
+
+
+def deliveries_with(flusher: RecordingFlusher, executor: ThreadPoolExecutor) -> Deliveries:
+    buffers = BufferSet(
+        max_batch_events=100,
+        max_batch_bytes=1000,
+        max_buffer_bytes=10_000,
+        flush_interval=3600.0,
+        on_sealed=flusher.submit,
+    )
+    return Deliveries(
+        buffers=buffers,
+        progress=DeliveryProgress(),
+        flusher=flusher,
+        counters=Counters(),
+        bucket="bucket",
+        dead_letter_dir=None,
+        retry_pause=3600.0,
+        running=lambda: True,
+        executor=executor,
+    )
+
+
+def failed_buffer(name: str = "users") -> PartitionBuffer:
+    buffer = PartitionBuffer(PartitionKey(name, None), rows=[b"row"], nbytes=3, tickets={1: 1})
+    buffer.key = f"{name}/object.jsonl"
+    return buffer
+
+
+OBJ = EncodedObject(b"row", "application/x-ndjson", None, 1, 3)
+
+
+async def test_a_failed_upload_is_kept_and_resubmitted_later(executor: ThreadPoolExecutor) -> None:
+    """A failed buffer stays in undelivered until resubmit_failed sends it to the flusher again."""
+    flusher = RecordingFlusher()
+    deliveries = deliveries_with(flusher, executor)
+    buffer = failed_buffer()
+    error = UploadError("bucket", buffer.key, 1, 1, "denied")
+    await deliveries.upload_failed(buffer, OBJ, error, started=0.0)
+    assert flusher.submitted == []
+    assert deliveries.undelivered == [buffer]
+    deliveries.resubmit_failed()
+    assert flusher.submitted == [buffer]
+    assert deliveries.undelivered == []
+
+
+async def test_an_error_nobody_waits_for_is_raised_once(executor: ThreadPoolExecutor) -> None:
+    """raise_unreported raises a failure no caller has heard of, then never again."""
+    deliveries = deliveries_with(RecordingFlusher(), executor)
+    buffer = failed_buffer()
+    error = UploadError("bucket", buffer.key, 1, 1, "denied")
+    await deliveries.upload_failed(buffer, OBJ, error, started=0.0)
+    with pytest.raises(UploadError) as info:
+        deliveries.raise_unreported()
+    assert info.value is error
+    deliveries.raise_unreported()  # told once: nothing more to raise
+
+
+async def test_a_crash_is_raised_as_a_fresh_copy_each_time(executor: ThreadPoolExecutor) -> None:
+    """Two raises of a crash give two exception objects with the same message and cause."""
+    deliveries = deliveries_with(RecordingFlusher(), executor)
+    bug = RuntimeError("bug in delivery")
+    deliveries.crashed(bug)
+    raised: list[DeliveryError] = []
+    for _ in range(2):
+        with pytest.raises(DeliveryError) as info:
+            deliveries.raise_unreported()
+        raised.append(info.value)
+    first, second = raised
+    assert first is not second
+    assert str(first) == str(second)
+    assert "bug in delivery" in str(first)
+    assert first.__cause__ is bug
+    assert second.__cause__ is bug
+
+
+async def test_retries_exhausted_before_a_flush_are_resubmitted(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """An upload that gave up after starting before flush_requested goes straight back to the
+    flusher; one started after the flush is kept for retry instead."""
+    flusher = RecordingFlusher()
+    deliveries = deliveries_with(flusher, executor)
+    deliveries.flush_requested(at=10.0)
+    stale, fresh = failed_buffer("stale"), failed_buffer("fresh")
+    await deliveries.upload_failed(
+        stale, OBJ, RetriesExhaustedError("bucket", stale.key, 3, 1, "503"), started=5.0
+    )
+    assert flusher.submitted == [stale]
+    assert deliveries.undelivered == []
+    deliveries.raise_unreported()  # a resubmitted buffer is no error yet
+    await deliveries.upload_failed(
+        fresh, OBJ, RetriesExhaustedError("bucket", fresh.key, 3, 1, "503"), started=15.0
+    )
+    assert flusher.submitted == [stale]
+    assert deliveries.undelivered == [fresh]
+    deliveries.stop()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from rigatoni_s3 import ChangeEvent, Compression, KeyGenerationStrategy, S3Config, S3Destination
+from rigatoni_s3 import ChangeEvent, Compression, KeyGenerationStrategy, S3Destination
 from rigatoni_s3.errors import (
     BackpressureTimeout,
     BucketNotFoundError,
@@ -22,16 +20,15 @@ from rigatoni_s3.errors import (
 )
 from rigatoni_s3.testing import S3Endpoint
 from tests.faultproxy import FaultProxy
-from tests.helpers import BASE_TIME, iter_jsonl, list_keys, raw_event, raw_events
-
-MakeConfig = Callable[..., S3Config]
-
-
-def ids_in(client: Any, bucket: str, prefix: str = "") -> Counter[int]:
-    """How many times each document id appears across all objects."""
-    return Counter(
-        record["document_key"]["_id"] for _, record in iter_jsonl(client, bucket, prefix)
-    )
+from tests.helpers import (
+    BASE_TIME,
+    MakeConfig,
+    ids_in,
+    iter_jsonl,
+    list_keys,
+    raw_event,
+    raw_events,
+)
 
 
 async def wait_for_objects(

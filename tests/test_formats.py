@@ -3,47 +3,42 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any
-from unittest.mock import patch
 
 import fastavro
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rigatoni_s3 import Compression, KeyGenerationStrategy, S3Config, SerializationFormat
-from rigatoni_s3 import _gil as gil_module
+from rigatoni_s3 import Compression, KeyGenerationStrategy, SerializationFormat
 from rigatoni_s3._encoder import Encoder
-from rigatoni_s3._gil import CHECK_EVERY, HAND_OVER_AFTER
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.errors import ConfigError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
-from rigatoni_s3.formats import _json as json_module
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
-from rigatoni_s3.formats._envelope import ENVELOPE_COLUMNS
-from rigatoni_s3.formats._json import DUMPS_CHUNK
 from tests.helpers import (
+    ANY_EVENT,
     BASE_TIME,
     BSON_DOCUMENT,
     BSON_EXPECTED,
+    DOCUMENTS_ST,
+    LONE_SURROGATE,
     OID,
     Int64,
     ObjectId,
     Timestamp,
+    Unmappable,
     decode_records,
+    event,
     expected_json,
 )
 
@@ -68,31 +63,6 @@ DOCUMENTS = ("document_key", "full_document", "update_description", "resume_toke
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def event(
-    n: int = 1,
-    *,
-    operation: Any = "insert",
-    database: Any = "shop",
-    collection: Any = "users",
-    cluster_time: Any = BASE_TIME,
-    document_key: Any = None,
-    full_document: Any = None,
-    update_description: Any = None,
-    resume_token: Any = None,
-) -> EventFields:
-    """The envelope of one event; by default an insert of ``{"_id": n}``."""
-    return EventFields(
-        operation,
-        database,
-        collection,
-        cluster_time,
-        {"_id": n} if document_key is None else document_key,
-        {"_id": n, "name": f"user {n}"} if full_document is None else full_document,
-        update_description,
-        {"_data": f"8263{n:012d}"} if resume_token is None else resume_token,
-    )
 
 
 def write(
@@ -544,10 +514,6 @@ def test_change_events_and_raw_documents_agree(fmt: SerializationFormat) -> None
 # -- validation happens in encode_event ----------------------------------------------------
 
 
-class Unmappable:
-    """A value no format has a mapping for."""
-
-
 class LoudStr(str):
     """A str subclass whose own methods misbehave; only its characters may be written."""
 
@@ -557,8 +523,6 @@ class LoudStr(str):
     def __str__(self) -> str:
         raise RuntimeError("__str__ must not be called")
 
-
-LONE_SURROGATE = "bad \udc80 text"
 
 BAD_EVENTS: list[tuple[str, EventFields]] = [
     ("full_document.thing", event(full_document={"thing": Unmappable()})),
@@ -620,20 +584,6 @@ def test_row_size_estimates_the_written_bytes(fmt: SerializationFormat) -> None:
 
 # -- generated documents -------------------------------------------------------------------
 
-KEYS = st.text(max_size=8)
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-)
-VALUES = st.recursive(
-    SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
-    max_leaves=25,
-)
-DOCUMENTS_ST = st.dictionaries(KEYS, VALUES, max_size=6)
 NAMES = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
 
 
@@ -666,28 +616,6 @@ def test_generated_documents_round_trip(
     assert roundtrip(fmt, events) == [expected_record(e) for e in events]
 
 
-ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=6)
-ANY_VALUE = st.recursive(
-    SCALARS | ANY_TEXT | st.builds(Unmappable) | st.binary(max_size=4) | st.datetimes(),
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.dictionaries(ANY_TEXT | st.integers(), children, max_size=3)
-    ),
-    max_leaves=10,
-)
-ANY_EVENT = st.builds(
-    EventFields,
-    operation=st.one_of(ANY_TEXT, st.none(), st.integers()),
-    database=st.one_of(ANY_TEXT, st.none(), st.integers()),
-    collection=st.one_of(ANY_TEXT, st.none()),
-    cluster_time=st.none() | st.datetimes(timezones=st.just(UTC)),
-    document_key=ANY_VALUE,
-    full_document=ANY_VALUE,
-    update_description=ANY_VALUE,
-    resume_token=ANY_VALUE,
-)
-
-
 @pytest.mark.parametrize("fmt", TABULAR)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=st.lists(ANY_EVENT, min_size=1, max_size=6))
@@ -708,231 +636,7 @@ def test_serialize_never_fails_on_accepted_rows(
     assert len(records) == len(rows)
 
 
-ALL_FORMATS = [JSON, *TABULAR]
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(ANY_EVENT | st.builds(event, full_document=DOCUMENTS_ST), max_size=6))
-def test_encoding_all_at_once_equals_one_by_one(
-    fmt: SerializationFormat, events: list[EventFields]
-) -> None:
-    """encode_events gives exactly encode_event's rows and sizes, or raises if it cannot."""
-    serializer = serializer_for(fmt, Compression.NONE)
-    one_by_one: list[tuple[Any, int] | None] = []
-    for e in events:
-        try:
-            one_by_one.append(serializer.encode_event(e))
-        except SerializationError:
-            one_by_one.append(None)
-    try:
-        rows, sizes = serializer.encode_events(events)
-    except Exception:
-        return  # the encoder then goes one by one; other tests check that path
-    assert list(zip(rows, sizes, strict=True)) == one_by_one
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_all_at_once_finds_nan_among_nulls(fmt: SerializationFormat) -> None:
-    """Non-finite floats, which orjson writes as null, are caught among real nulls and 'null' text."""
-    documents = [
-        {"a": None, "note": "nullable"},
-        {"x": math.nan, "y": None},
-        {"deep": [{"z": -math.inf}]},
-        {"plain": 1.5},
-    ]
-    events = [event(n, full_document=doc) for n, doc in enumerate(documents)]
-    serializer = serializer_for(fmt, Compression.NONE)
-    rows, sizes = serializer.encode_events(events)
-    assert list(zip(rows, sizes, strict=True)) == [serializer.encode_event(e) for e in events]
-    records = decode_records(f"x.{serializer.extension}", serializer.serialize(rows))
-    assert [r["full_document"] for r in records] == [
-        {"a": None, "note": "nullable"},
-        {"x": {"$numberDouble": "NaN"}, "y": None},
-        {"deep": [{"z": {"$numberDouble": "-Infinity"}}]},
-        {"plain": 1.5},
-    ]
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    values=st.lists(
-        st.none() | st.just("null") | st.just(math.nan) | DOCUMENTS_ST | st.lists(VALUES),
-        max_size=12,
-    ),
-    chunk=st.integers(1, 4),
-)
-def test_dumps_many_equals_dumps_value_by_value(values: list[Any], chunk: int) -> None:
-    """Cut into orjson calls of ``chunk`` values, with nulls, "null" text and NaN on either
-    side of every cut, each value's JSON is what :func:`dumps` writes for it alone."""
-    field = "full_document"
-
-    def alone(value: Any) -> bytes | None:
-        try:
-            return json_module.dumps(value, field)
-        except SerializationError:
-            return None
-
-    expected = [alone(value) for value in values]
-    with patch.object(json_module, "DUMPS_CHUNK", chunk):
-        try:
-            pieces = json_module.dumps_many(
-                values,
-                [1 if value is None else 0 for value in values],
-                lambda i: json_module.dumps(values[i], field),
-            )
-        except TypeError:  # the caller then goes value by value: fine if orjson cannot
-            with pytest.raises(TypeError):
-                orjson.dumps(values, default=json_module._orjson_default)
-            return
-    assert pieces == expected
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_all_at_once_spans_several_orjson_calls(fmt: SerializationFormat) -> None:
-    """Batches longer than one orjson call keep order, and NaN is found on either side of a cut."""
-    nan_at = {0, DUMPS_CHUNK - 1, DUMPS_CHUNK, 2 * DUMPS_CHUNK + 3}
-    events = [
-        event(n, full_document={"n": n, "v": math.nan if n in nan_at else None})
-        for n in range(2 * DUMPS_CHUNK + 10)
-    ]
-    serializer = serializer_for(fmt, Compression.NONE)
-    rows, sizes = serializer.encode_events(events)
-    assert list(zip(rows, sizes, strict=True)) == [serializer.encode_event(e) for e in events]
-    records = decode_records(f"x.{serializer.extension}", serializer.serialize(rows))
-    nan = {"$numberDouble": "NaN"}
-    assert [r["full_document"] for r in records] == [
-        {"n": n, "v": nan if n in nan_at else None} for n in range(len(events))
-    ]
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_one_bad_event_sends_the_batch_one_by_one(fmt: SerializationFormat) -> None:
-    """A batch with unwritable events: those are rejected at their index, the rest kept in order."""
-    batch = [
-        ChangeEvent("insert", "shop", "users", {"_id": n}, {"_id": n, "v": value}, None, BASE_TIME)
-        for n, value in enumerate([1, Unmappable(), 2**70, "x", LONE_SURROGATE, 3])
-    ]
-    encoder = Encoder(
-        serializer_for(fmt, Compression.NONE),
-        codec_for(Compression.NONE),
-        KeyGenerationStrategy.FLAT,
-    )
-    prepared = encoder.prepare([*batch[:2], {"operationType": 5}, *batch[2:]], BASE_TIME)
-    assert [(e.index, e.field) for e in prepared.rejected] == [
-        (1, "full_document.v"),
-        (2, None),
-        (5, "full_document"),
-    ]
-    (part,) = prepared.partitions.values()
-    records = decode_records(
-        f"x.{encoder.serializer.extension}", encoder.serializer.serialize(part.rows)
-    )
-    assert [r["full_document"]["v"] for r in records] == [1, 2**70, "x", 3]
-    assert prepared.accepted == 4
-
-
-def _encoder_and_large_batch(fmt: SerializationFormat) -> tuple[Encoder, list[ChangeEvent]]:
-    encoder = Encoder(
-        serializer_for(fmt, Compression.NONE),
-        codec_for(Compression.NONE),
-        KeyGenerationStrategy.FLAT,
-    )
-    batch = [
-        ChangeEvent("insert", "shop", "users", {"_id": n}, {"_id": n}, None, BASE_TIME)
-        for n in range(2 * DUMPS_CHUNK)
-    ]
-    return encoder, batch
-
-
-def _fake_clock(monkeypatch: pytest.MonkeyPatch, step: float) -> list[float]:
-    """Gives the encoders a clock that moves ``step`` per reading; returns their sleeps.
-
-    Only the encoders' view of the time module changes: other threads keep the real one.
-    """
-    sleeps: list[float] = []
-    readings = itertools.count(1.0, step)
-    fake = SimpleNamespace(sleep=sleeps.append, perf_counter=lambda: next(readings))
-    monkeypatch.setattr(gil_module, "time", fake)
-    return sleeps
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_slow_encoding_hands_the_gil_over_regularly(
-    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """When every look at the clock finds HAND_OVER_AFTER gone, both steps hand the GIL
-    over every CHECK_EVERY events (and per orjson call, per Parquet column)."""
-    sleeps = _fake_clock(monkeypatch, 2 * HAND_OVER_AFTER)
-    encoder, batch = _encoder_and_large_batch(fmt)
-    (part,) = encoder.prepare(batch, BASE_TIME).partitions.values()
-    assert len(sleeps) >= 2 * len(batch) // CHECK_EVERY  # reading the events, then encoding
-    assert set(sleeps) == {0}
-    sleeps.clear()
-    encoder.encode(part.rows, 0)
-    if fmt is not JSON:  # JSON Lines joins its rows in one short C call
-        assert len(sleeps) >= (
-            len(ENVELOPE_COLUMNS) if fmt is PARQUET else len(batch) // CHECK_EVERY
-        )
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_fast_encoding_keeps_the_gil(
-    fmt: SerializationFormat, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A hand-over sleeps (about 60 µs on Linux), so work that takes less than
-    HAND_OVER_AFTER in all is never cut: with a clock that barely moves, nothing sleeps."""
-    sleeps = _fake_clock(monkeypatch, HAND_OVER_AFTER / 10_000)
-    encoder, batch = _encoder_and_large_batch(fmt)
-    (part,) = encoder.prepare(batch, BASE_TIME).partitions.values()
-    encoder.encode(part.rows, 0)
-    assert sleeps == []
-
-
 # -- extras --------------------------------------------------------------------------------
-
-
-def _missing(*names: str) -> Callable[..., Any]:
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
-        return None if name in names else real(name, *args, **kwargs)
-
-    return find_spec
-
-
-@pytest.mark.parametrize(
-    ("fmt", "compression", "module", "extra", "field"),
-    [
-        (PARQUET, Compression.NONE, "pyarrow", "parquet", "format"),
-        (AVRO, Compression.GZIP, "fastavro", "avro", "format"),
-        (CSV, Compression.ZSTD, "zstandard", "zstd", "compression"),
-        (AVRO, Compression.ZSTD, "backports.zstd", "avro", "compression"),
-    ],
-)
-def test_missing_extra_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch,
-    fmt: SerializationFormat,
-    compression: Compression,
-    module: str,
-    extra: str,
-    field: str,
-) -> None:
-    """Choosing a format or codec whose library is missing fails at build time, naming the extra."""
-    monkeypatch.setattr(importlib.util, "find_spec", _missing(module))
-    with pytest.raises(ConfigError, match=rf"rigatoni-s3\[{extra}\]") as caught:
-        S3Config(bucket="my-bucket", region="us-east-1", format=fmt, compression=compression)
-    assert caught.value.field == field
-
-
-@pytest.mark.parametrize("fmt", [PARQUET, AVRO])
-def test_columnar_zstd_needs_no_zstandard_package(
-    monkeypatch: pytest.MonkeyPatch, fmt: SerializationFormat
-) -> None:
-    """Parquet and Avro compress zstd with their own libraries, not the zstd extra."""
-    monkeypatch.setattr(importlib.util, "find_spec", _missing("zstandard"))
-    config = S3Config(bucket="my-bucket", region="us-east-1", format=fmt, compression="zstd")
-    assert config.compression is Compression.ZSTD
 
 
 def test_documents_are_compact_json_text() -> None:

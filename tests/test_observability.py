@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,9 +16,7 @@ from rigatoni_s3.errors import (
 )
 from rigatoni_s3.testing import S3Endpoint
 from tests.faultproxy import FaultProxy
-from tests.helpers import list_keys, raw_events
-
-MakeConfig = Callable[..., S3Config]
+from tests.helpers import MakeConfig, list_keys, raw_events
 
 
 async def test_stats_count_events_bytes_objects_and_retries(
