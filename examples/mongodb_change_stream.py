@@ -6,6 +6,12 @@ before it are in S3. A crash then never skips a change; at worst, changes after
 the last checkpoint are written again (at-least-once; the ``resume_token``
 column identifies duplicates).
 
+Changes are read as raw BSON (``RawBSONDocument``): the driver hands over the bytes
+it received instead of decoding each change into dicts, which costs more than
+everything rigatoni-s3 does with an event. The destination reads the bytes itself,
+writes exactly what it would write for the decoded change, and reports the raw
+resume token, which ``watch(resume_after=...)`` takes as it is.
+
     python examples/mongodb_change_stream.py --mongodb-uri mongodb://localhost:27017 \\
         --database shop --checkpoint ./checkpoint.json       # needs pymongo >= 4.9
 
@@ -42,9 +48,10 @@ class FileCheckpoint:
     def load(self) -> Any:
         return json.loads(self.path.read_text())["resume_token"] if self.path.exists() else None
 
-    def save(self, token: Any) -> None:
+    def save(self, token: Mapping[str, Any]) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"resume_token": token}))
+        # A resume token is {"_data": "<hex>"}; a raw one reads as a mapping too.
+        temporary.write_text(json.dumps({"resume_token": dict(token)}))
         os.replace(temporary, self.path)
 
 
@@ -93,17 +100,20 @@ async def replay(path: Path, resume_after: Any) -> AsyncIterator[Mapping[str, An
         if skipping:
             skipping = change["_id"] != resume_after
             continue
-        yield change
+        yield _as_raw(change)
         await asyncio.sleep(0)
 
 
 async def watch(uri: str, database: str, resume_after: Any) -> AsyncIterator[Mapping[str, Any]]:
     """The live change stream of a database (pymongo's asyncio API)."""
+    from bson.codec_options import CodecOptions
+    from bson.raw_bson import RawBSONDocument
     from pymongo import AsyncMongoClient
 
     client: Any = AsyncMongoClient(uri)
+    raw = CodecOptions(document_class=RawBSONDocument)  # the driver decodes nothing
     try:
-        stream = await client[database].watch(
+        stream = await client.get_database(database, codec_options=raw).watch(
             resume_after=resume_after, full_document="updateLookup"
         )
         async with stream:
@@ -111,6 +121,16 @@ async def watch(uri: str, database: str, resume_after: Any) -> AsyncIterator[Map
                 yield change
     finally:
         await client.close()
+
+
+def _as_raw(change: dict[str, Any]) -> Mapping[str, Any]:
+    """A recorded change as the driver hands it over with raw codec options."""
+    try:
+        import bson
+        from bson.raw_bson import RawBSONDocument
+    except ImportError:  # without pymongo, the decoded form is written just the same
+        return change
+    return RawBSONDocument(bson.encode(change))
 
 
 def _read_lines(path: Path) -> list[str]:
