@@ -446,7 +446,7 @@ MAKEFILE_TARGETS = set(
 )
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 # Commands that cannot run here: they need the marker, with a reason naming what they need.
-NEEDS_MARKER = {"docker": "Docker", "aws": "AWS"}
+NEEDS_MARKER = {"docker": "Docker", "aws": "AWS", "pip": "package index"}
 
 
 def commands(code: str) -> list[list[str]]:
