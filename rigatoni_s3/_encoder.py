@@ -169,7 +169,7 @@ class Encoder:
         envelopes: list[EnvelopeRow] = []
         kept: list[int] = []
         partitions: list[PartitionKey] = []
-        last_token: tuple[int, Callable[[], Any]] | None = None
+        last_span: tuple[int, RawBson, tuple[int, int]] | None = None
         for index, document, envelope in zip(
             indices, documents, convert_batch(documents), strict=True
         ):
@@ -203,8 +203,12 @@ class Encoder:
             kept.append(index)
             partitions.append(partition_of(strategy, envelope.collection, when, now))
             if envelope.resume_token_span is not None:
-                last_token = (index, partial(raw_document, document, envelope.resume_token_span))
+                last_span = (index, document, envelope.resume_token_span)
         rows, sizes = self.serializer.encode_envelopes(envelopes)
+        last_token = None
+        if last_span is not None:
+            index, document, span = last_span
+            last_token = (index, partial(raw_document, document, span))
         return _Encoded(kept, partitions, rows, sizes, last_token)
 
     def _encode_one_by_one(
