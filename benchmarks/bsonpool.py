@@ -65,6 +65,12 @@ class BsonPool:
     def average_bytes(self) -> float:
         return sum(map(len, self.documents)) / len(self.documents)
 
+    def nbytes(self, count: int) -> int:
+        """BSON bytes of the first ``count`` replayed events (patching keeps sizes equal)."""
+        cycles, rest = divmod(count, len(self.documents))
+        sizes = [len(d) for d in self.documents]
+        return cycles * sum(sizes) + sum(sizes[:rest])
+
     def batches(self, count: int, batch_size: int) -> Iterator[list[bytes]]:
         """``count`` events in lists of ``batch_size``, cycling through the pool."""
         size = len(self.documents)
