@@ -34,8 +34,9 @@ pytest: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# e.g. make bench BENCH_ARGS="--input bson --formats json"
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Run the integration suite against your own S3-compatible server (see compose.yaml), e.g.
 #   make test-s3 S3_ENDPOINT_URL=http://127.0.0.1:9000

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import attrs
 
-RunKind = Literal["ours", "baseline", "s3-floor", "stages"]
+RunKind = Literal[
+    "ours", "baseline", "s3-floor", "stages", "baseline-bson", "ours-decoded", "ours-raw"
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +49,8 @@ class RunSpec:
     """Ours only: ``sys.setswitchinterval`` for the run (None keeps Python's 5 ms)."""
     profile_path: str | None = None
     """Ours only: write a cProfile of the event loop and encode threads here."""
+    compress_floor: bool = False
+    """Ours only: after the run, time the codec alone on the run's uncompressed objects."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:

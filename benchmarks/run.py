@@ -7,6 +7,11 @@ configuration (medians of ``--repeat`` runs). Each run happens in a fresh child
 process (see ``worker.py``) and a fresh bucket. Results are also saved as JSON in
 ``benchmarks/results/`` so runs can be compared.
 
+``--input bson`` measures from what a MongoDB driver receives instead: BSON bytes
+per event, written decoded (``ours-decoded``) or wrapped as RawBSONDocument
+(``ours-raw``), against a naive baseline that decodes first (``baseline-bson``).
+``--input both`` puts both kinds of rows in one table.
+
 Other modes, instead of the table: ``--scaling`` (cost per event from 10k to 1M
 or 10M events), ``--profile`` (cProfile of one configuration) and ``--stages``
 (the encode steps alone, no S3). See benchmarks/README.md for what each number means.
@@ -40,6 +45,15 @@ WORKER = HERE / "worker.py"
 RESULTS = HERE / "results"
 MB = 1_000_000
 """Throughput is in decimal megabytes (10**6 bytes), like network and disk figures."""
+
+OUR_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "dict": (("ours", ""),),
+    "bson": (("ours-decoded", " decoded"), ("ours-raw", " raw")),
+}
+"""Per input, the runs of each configuration: (worker kind, suffix of the row's label)."""
+BASELINE_OF: dict[str, str] = {"dict": "baseline", "bson": "baseline-bson"}
+"""Per input, the naive baseline's kind, which is also its row's label."""
+BSON_KINDS = frozenset({"ours-decoded", "ours-raw", "baseline-bson"})
 
 
 @attrs.frozen
@@ -140,32 +154,48 @@ class Bench:
 # -- the default table --------------------------------------------------------------------
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    return ["dict", "bson"] if args.input == "both" else [args.input]
+
+
+def _slug(label: str) -> str:
+    """A label as part of a bucket name."""
+    return label.replace("+", "-").replace(" ", "-")
+
+
 def run_table(bench: Bench, configurations: list[Configuration]) -> dict[str, Any]:
     args = bench.args
+    inputs = _inputs(args)
+    compress_floor = args.compress_floor and "bson" in inputs
     by_label: dict[str, list[dict[str, Any]]] = {}
     for repeat in range(1, args.repeat + 1):
         print(f"repeat {repeat}/{args.repeat}")
         for configuration in configurations:
-            label = configuration.label
-            spec = bench.spec(
-                "ours",
-                f"{label.replace('+', '-')}-r{repeat}",
-                format=configuration.format.value,
-                compression=configuration.compression.value,
-            )
-            result = bench.run(spec, label)
-            if result is not None:
-                by_label.setdefault(label, []).append({**result, "repeat": repeat})
+            for source in inputs:
+                for kind, suffix in OUR_KINDS[source]:
+                    label = configuration.label + suffix
+                    spec = bench.spec(
+                        kind,
+                        f"{_slug(label)}-r{repeat}",
+                        format=configuration.format.value,
+                        compression=configuration.compression.value,
+                        compress_floor=compress_floor,
+                    )
+                    result = bench.run(spec, label)
+                    if result is not None:
+                        by_label.setdefault(label, []).append({**result, "repeat": repeat})
         if args.baseline:
-            result = bench.run(bench.spec("baseline", f"baseline-r{repeat}"), "baseline")
-            if result is not None:
-                by_label.setdefault("baseline", []).append({**result, "repeat": repeat})
+            for source in inputs:
+                kind = BASELINE_OF[source]
+                result = bench.run(bench.spec(kind, f"{kind}-r{repeat}"), kind)
+                if result is not None:
+                    by_label.setdefault(kind, []).append({**result, "repeat": repeat})
     floors: dict[str, dict[str, Any]] = {}
     if args.s3_floor:
         print("S3 floor: the same object sizes through plain aioboto3 PUTs, 8 at a time")
         for label, results in by_label.items():
             sizes = results[0].get("object_sizes") or []
-            spec = bench.spec("s3-floor", f"floor-{label.replace('+', '-')}", object_sizes=sizes)
+            spec = bench.spec("s3-floor", f"floor-{_slug(label)}", object_sizes=sizes)
             floor = bench.run(spec, f"floor {label}")
             if floor is not None:
                 floors[label] = floor
@@ -179,16 +209,20 @@ def run_table(bench: Bench, configurations: list[Configuration]) -> dict[str, An
             None if server_cpu is None else server_cpu / floor["rounds"]
         )
     # Each configuration against the baseline of the same round, which ran minutes apart
-    # at most: on a shared machine that pairs runs that saw the same load.
-    baseline_rates = {r["repeat"]: r["events"] / r["wall_s"] for r in by_label.get("baseline", [])}
-    for label, results in by_label.items():
-        ratios = [
-            r["events"] / r["wall_s"] / baseline_rates[r["repeat"]]
-            for r in results
-            if r["repeat"] in baseline_rates
-        ]
-        summary[label]["vs_baseline_each"] = ratios
-        summary[label]["vs_baseline"] = statistics.median(ratios) if ratios else None
+    # at most: on a shared machine that pairs runs that saw the same load. Rows that start
+    # from dicts compare with ``baseline``, rows that start from BSON with ``baseline-bson``.
+    for field, baseline in (("vs_baseline", "baseline"), ("vs_bson_baseline", "baseline-bson")):
+        rates = {r["repeat"]: r["events"] / r["wall_s"] for r in by_label.get(baseline, [])}
+        for label, results in by_label.items():
+            if (results[0]["kind"] in BSON_KINDS) != (baseline == "baseline-bson"):
+                continue
+            ratios = [
+                r["events"] / r["wall_s"] / rates[r["repeat"]]
+                for r in results
+                if r["repeat"] in rates
+            ]
+            summary[label][f"{field}_each"] = ratios
+            summary[label][field] = statistics.median(ratios) if ratios else None
     return summary
 
 
@@ -202,8 +236,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     def dist(name: str, field: str) -> float | None:
         return median(lambda r: r[name][field] if r.get(name) else None)
 
+    def floor(get: Callable[[dict[str, Any]], float]) -> float | None:
+        return median(lambda r: get(r) if r.get("compress_floor") else None)
+
     rates = [r["events"] / r["wall_s"] for r in results]
     return {
+        "kind": results[0]["kind"],
         "runs": len(results),
         "events": results[0]["events"],
         "events_per_s": statistics.median(rates),
@@ -226,12 +264,25 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "write_p50_ms": dist("write_batch", "p50_ms"),
         "write_p99_ms": dist("write_batch", "p99_ms"),
         "write_max_ms": dist("write_batch", "max_ms"),
+        "bson_bytes_per_event": median(lambda r: r.get("bson_bytes_per_event")),
+        "convert_us_per_event": median(
+            lambda r: None if r.get("convert_s") is None else r["convert_s"] / r["events"] * 1e6
+        ),
+        "compress_floor_us_per_event": floor(
+            lambda r: r["compress_floor"]["cpu_s"] / r["events"] * 1e6
+        ),
+        "cpu_per_compress_floor": floor(lambda r: r["cpu_s"] / r["compress_floor"]["cpu_s"]),
+        "compress_floor_same_bytes": all(
+            r["compress_floor"]["same_bytes_as_stored"] for r in results if r.get("compress_floor")
+        ),
     }
 
 
 def print_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    inputs = _inputs(args)
+    label_width = max(12, *map(len, summary))
     columns: list[tuple[str, int, Callable[[dict[str, Any], str], str]]] = [
-        ("config", 12, lambda r, label: label),
+        ("config", label_width, lambda r, label: label),
         ("events/s", 9, lambda r, _: f"{r['events_per_s']:,.0f}"),
         ("(min-max)", 15, lambda r, _: f"{r['events_per_s_min'] / 1000:.1f}-{r['events_per_s_max'] / 1000:.1f}k"),
         ("in MB/s", 7, lambda r, _: f"{r['input_mb_per_s']:.1f}"),
@@ -244,13 +295,24 @@ def print_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) ->
         ("CPU us/ev", 9, lambda r, _: f"{r['cpu_us_per_event']:.1f}"),
         ("S3 CPU s", 8, lambda r, _: _num(r.get("server_cpu_s"), 2)),
         ("S3 floor s", 10, lambda r, _: _num(r.get("s3_floor_s"), 2)),
-        ("vs base", 7, lambda r, _: "-" if r.get("vs_baseline") is None else f"{r['vs_baseline']:.2f}x"),
+        ("vs base", 7, lambda r, _: _ratio(r.get("vs_baseline"))),
     ]  # fmt: skip
+    if "bson" in inputs:
+        if "dict" not in inputs:
+            columns.pop()  # no dict rows: nothing is compared with the dict baseline
+        columns += [
+            ("vs bson-base", 12, lambda r, _: _ratio(r.get("vs_bson_baseline"))),
+            ("convert us/ev", 13, lambda r, _: _num(r.get("convert_us_per_event"), 2)),
+            ("compress-only us/ev", 19, lambda r, _: _num(r.get("compress_floor_us_per_event"), 2)),
+            ("CPU/compress-only", 17, lambda r, _: _ratio(r.get("cpu_per_compress_floor"), 1)),
+        ]  # fmt: skip
+    bson_sizes = [r["bson_bytes_per_event"] for r in summary.values() if r["bson_bytes_per_event"]]
     print()
     print(
         f"{args.events:,} events per run, write_batch of {args.batch_size}; "
         f"medians of {args.repeat} run(s)"
         + ("" if args.switch_interval is None else f"; switch interval {args.switch_interval} s")
+        + (f"; BSON {bson_sizes[0]:.0f} bytes per event on average" if bson_sizes else "")
     )
     print("  ".join(f"{title:>{width}}" for title, width, _ in columns))
     for label, row in summary.items():
@@ -266,6 +328,10 @@ def _triple(row: dict[str, Any], prefix: str) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
 
 
 # -- other modes ----------------------------------------------------------------------
@@ -313,15 +379,16 @@ def run_scaling(bench: Bench) -> list[dict[str, Any]]:
 def run_profile(bench: Bench, configuration: Configuration, stamp: str) -> dict[str, Any]:
     import pstats
 
-    path = RESULTS / f"{stamp}-profile-{configuration.label.replace('+', '-')}.prof"
+    kind = "ours-raw" if bench.args.input == "bson" else "ours"
+    path = RESULTS / f"{stamp}-profile-{kind}-{_slug(configuration.label)}.prof"
     spec = bench.spec(
-        "ours",
+        kind,
         "profile",
         format=configuration.format.value,
         compression=configuration.compression.value,
         profile_path=str(path),
     )
-    print(f"profile: {configuration.label} under cProfile (event loop + encode threads)")
+    print(f"profile: {kind} {configuration.label} under cProfile (event loop + encode threads)")
     bench.run(spec, configuration.label)
     stats = pstats.Stats(str(path))
     print(f"\nwritten to {path}; open with: python -m pstats {path}")
@@ -404,12 +471,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(Compression),
         help="comma-separated: none,gzip,zstd (all)",
     )
+    parser.add_argument(
+        "--input",
+        choices=("dict", "bson", "both"),
+        default="dict",
+        help="what the producer starts from: decoded dicts (dict), BSON bytes as a driver "
+        "receives them (bson: rows decoded, raw and baseline-bson), or both in one table",
+    )
     parser.add_argument("--no-baseline", dest="baseline", action="store_false")
     parser.add_argument(
         "--no-s3-floor",
         dest="s3_floor",
         action="store_false",
         help="skip the plain-aioboto3 PUT run that shows what the S3 server alone costs",
+    )
+    parser.add_argument(
+        "--no-compress-floor",
+        dest="compress_floor",
+        action="store_false",
+        help="with --input bson/both: skip timing the codec alone on each run's output",
     )
     parser.add_argument(
         "--set",
@@ -441,7 +521,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode.add_argument(
         "--profile",
         action="store_true",
-        help="cProfile jsonl+zstd (or --formats/--compressions' first)",
+        help="cProfile jsonl+zstd (or --formats/--compressions' first); ours-raw with --input bson",
     )
     mode.add_argument("--profile-lines", type=int, default=30)
     mode.add_argument("--stages", action="store_true", help="time the encode steps without S3")
@@ -489,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             summary = run_table(bench, configurations)
             report["summary"] = summary
             print_table(summary, args)
-            _print_definitions(bench.runs)
+            _print_definitions(bench.runs, bson="bson" in _inputs(args))
         report["runs"] = [{k: v for k, v in r.items() if k != "object_sizes"} for r in bench.runs]
     report["took_s"] = (datetime.now(UTC) - started).total_seconds()
     path = RESULTS / f"{stamp}.json"
@@ -497,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nresults: {path.relative_to(HERE.parent)} (took {report['took_s']:.0f} s)")
 
 
-def _print_definitions(runs: list[dict[str, Any]]) -> None:
+def _print_definitions(runs: list[dict[str, Any]], *, bson: bool = False) -> None:
     sample = next((r for r in runs if r.get("input_bytes")), None)
     per_event = sample["input_bytes"] / sample["events"] if sample else float("nan")
     print(
@@ -520,6 +600,28 @@ S3 floor s         the same object sizes PUT with plain aioboto3, 8 in flight (b
                    3 rounds): what S3 alone needs; compare with close s and the run's time.
 vs base            events/s / the naive baseline's events/s (sync boto3, json.dumps,
                    gzip, one PutObject per batch) of the same round; median over rounds."""
+    )
+    if not bson:
+        return
+    sizes = [r["bson_bytes_per_event"] for r in runs if r.get("bson_bytes_per_event")]
+    bson_size = sizes[0] if sizes else float("nan")
+    print(
+        f"""
+From BSON ({bson_size:.0f} bytes per event on average; the producer replays BSON bytes):
+... decoded        the producer bson.decode()s each batch (default CodecOptions) and
+                   passes the dicts to write_batch: a consumer without the raw path.
+... raw            the producer wraps each event's bytes in RawBSONDocument and passes
+                   those: what CodecOptions(document_class=RawBSONDocument) yields.
+baseline-bson      bson.decode per event, then exactly the baseline above.
+vs bson-base       events/s / baseline-bson's events/s of the same round.
+convert us/ev      the producer's decode (decoded) or wrap (raw) per event; inside the
+                   measured time, and in CPU us/ev.
+compress-only      CPU of the library's codec alone (zstandard at ZSTD_LEVEL, gzip at
+  us/ev            GZIP_LEVEL), one thread, on the run's own objects read back and
+                   decompressed (the very bytes the writer compressed); best of 5. "-"
+                   for no compression and for Parquet/Avro (compressed inside the file).
+CPU/compress-only  CPU us/ev / compress-only us/ev: the run's CPU as a multiple of
+                   what compressing its output alone costs."""
     )
 
 

@@ -7,12 +7,24 @@ next one's numbers.
 
 Kinds of run:
 
-``ours``      S3Destination driven through its public API by an async producer.
-``baseline``  What naive code does: sync boto3, ``json.dumps`` per event, gzip,
-              one PutObject per batch.
-``s3-floor``  Plain aioboto3 PUTs of given object sizes and nothing else: the
-              time the S3 server alone needs for the bytes ``ours`` stored.
-``stages``    The encode stage alone (no S3, no event loop), per step.
+``ours``           S3Destination driven through its public API by an async producer.
+``baseline``       What naive code does: sync boto3, ``json.dumps`` per event, gzip,
+                   one PutObject per batch.
+``s3-floor``       Plain aioboto3 PUTs of given object sizes and nothing else: the
+                   time the S3 server alone needs for the bytes ``ours`` stored.
+``stages``         The encode stage alone (no S3, no event loop), per step.
+
+From what the driver receives, BSON bytes per event (``bsonpool.py``):
+
+``baseline-bson``  ``bson.decode`` per event, then exactly what ``baseline`` does.
+``ours-decoded``   The producer decodes each batch with ``bson.decode`` (inside the
+                   measured window) and passes the dicts to ``write_batch``.
+``ours-raw``       The producer wraps each event's bytes in ``RawBSONDocument``
+                   (inside the measured window) and passes those to ``write_batch``.
+
+With ``compress_floor``, an ``ours*`` run whose objects are compressed whole (JSONL,
+CSV with gzip or zstd) also reports the CPU of the library's codec alone on the
+run's own uncompressed object bodies, after the measured window.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import asyncio
 import cProfile
 import gc
 import gzip
+import io
 import json
 import os
 import sys
@@ -31,7 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aioboto3
-from generator import EventPool, RawEvent, build_pool
+import bson
+from bson.raw_bson import RawBSONDocument
+from bsonpool import BsonPool, build_bson_pool
+from generator import EventPool, build_pool
 from measure import (
     Distribution,
     LoopLagMonitor,
@@ -42,8 +58,10 @@ from measure import (
     ru_maxrss_kib,
 )
 
-from rigatoni_s3 import S3Destination
+from rigatoni_s3 import Compression, S3Destination, SerializationFormat
 from rigatoni_s3._uploader import client_options
+from rigatoni_s3.compression import codec_for
+from rigatoni_s3.formats import serializer_for
 from rigatoni_s3.testing import S3Endpoint
 
 FLOOR_ROUNDS = 3
@@ -53,11 +71,11 @@ FLOOR_ROUNDS = 3
 class _Timed:
     """Wraps the batch iterator to count the producer's own time apart from the writer's."""
 
-    def __init__(self, batches: Iterator[list[RawEvent]]) -> None:
+    def __init__(self, batches: Iterator[list[Any]]) -> None:
         self._batches = batches
         self.seconds = 0.0
 
-    def __iter__(self) -> Iterator[list[RawEvent]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         while True:
             start = time.perf_counter()
             batch = next(self._batches, None)
@@ -103,12 +121,53 @@ def _load_pool(spec: RunSpec) -> EventPool:
     return pool
 
 
+def _load_bson_pool(spec: RunSpec) -> tuple[BsonPool, int]:
+    """The same pool as BSON bytes, and the JSON input bytes of ``spec.events`` of it.
+
+    The dicts it was built from are dropped: a consumer that receives BSON never had them.
+    """
+    pool = build_pool(spec.pool_size, hours=spec.hours, seed=spec.seed)
+    input_bytes = pool.input_bytes(spec.events)
+    bson_pool = build_bson_pool(pool)
+    del pool
+    gc.collect()
+    gc.freeze()
+    return bson_pool, input_bytes
+
+
+def _decoded(batch: list[bytes]) -> list[dict[str, Any]]:
+    """What pymongo hands the application with its default CodecOptions."""
+    return [bson.decode(document) for document in batch]
+
+
+def _raw(batch: list[bytes]) -> list[RawBSONDocument]:
+    """What pymongo hands the application with ``document_class=RawBSONDocument``."""
+    return [RawBSONDocument(document) for document in batch]
+
+
 # -- ours -------------------------------------------------------------------------------
 
 
 async def run_ours(spec: RunSpec) -> dict[str, Any]:
-    """Drive S3Destination like an application would: write_batch calls, then close()."""
-    pool = _load_pool(spec)
+    """Drive S3Destination like an application would: write_batch calls, then close().
+
+    ``ours`` writes the dict pool's events. ``ours-decoded`` and ``ours-raw`` start from
+    BSON bytes and turn each batch into what the driver would hand over (decoded dicts,
+    or RawBSONDocuments) inside the measured window, timed apart as ``convert_s``.
+    """
+    convert: Callable[[list[bytes]], list[Any]] | None = None
+    source: Iterator[list[Any]]
+    extra: dict[str, Any] = {}
+    if spec.kind == "ours":
+        pool = _load_pool(spec)
+        source = pool.batches(spec.events, spec.batch_size)
+        input_bytes = pool.input_bytes(spec.events)
+    else:
+        bson_pool, input_bytes = _load_bson_pool(spec)
+        source = bson_pool.batches(spec.events, spec.batch_size)
+        convert = _decoded if spec.kind == "ours-decoded" else _raw
+        extra["bson_bytes"] = bson_pool.nbytes(spec.events)
+        extra["bson_bytes_per_event"] = bson_pool.average_bytes
     if spec.switch_interval is not None:
         # How long a thread holding the GIL may keep it while another waits: shorter
         # means the event loop gets it back sooner from an encoding thread.
@@ -120,8 +179,9 @@ async def run_ours(spec: RunSpec) -> dict[str, Any]:
     profiler = _ThreadProfiler() if spec.profile_path else None
     destination = S3Destination(config, executor=None if profiler is None else profiler.executor())
     await destination.start()  # opening the client is a one-off, not per event
-    batches = _Timed(pool.batches(spec.events, spec.batch_size))
+    batches = _Timed(source)
     latencies: list[float] = []
+    convert_s = 0.0
     monitor = LoopLagMonitor()
     gc.collect()  # not while the ticker runs: a full collection would read as loop lag
     monitor.start()
@@ -130,8 +190,13 @@ async def run_ours(spec: RunSpec) -> dict[str, Any]:
         if profiler is not None:
             profiler.main.enable()
         for batch in batches:
+            events = batch
+            if convert is not None:  # what the driver hands over, from the bytes it received
+                start = time.perf_counter()
+                events = convert(batch)
+                convert_s += time.perf_counter() - start
             start = time.perf_counter()
-            await destination.write_batch(batch)
+            await destination.write_batch(events)
             latencies.append(time.perf_counter() - start)
         closing = time.perf_counter()
         await destination.close()
@@ -141,17 +206,67 @@ async def run_ours(spec: RunSpec) -> dict[str, Any]:
     await monitor.stop()
     if profiler is not None and spec.profile_path:
         profiler.dump(spec.profile_path)
+    if spec.compress_floor:
+        extra["compress_floor"] = _compress_floor(endpoint, spec)
     stored = _stored_objects(endpoint, spec.bucket)
     return {
         **window.report(),
         "events": spec.events,
-        "input_bytes": pool.input_bytes(spec.events),
+        "input_bytes": input_bytes,
         "producer_s": batches.seconds,
+        "convert_s": None if convert is None else convert_s,
         "close_s": close_s,
         "write_batch": _dist(latencies),
         "loop_lag": _dist(monitor.lags),
+        **extra,
         **stored,
     }
+
+
+def _compress_floor(endpoint: S3Endpoint, spec: RunSpec) -> dict[str, Any] | None:
+    """CPU of the library's codec alone, one thread, on the bodies this run compressed.
+
+    The stored objects are read back and decompressed, which gives exactly the bytes
+    the writer compressed; they are compressed again with ``codec_for(compression)``
+    (zstandard at ``ZSTD_LEVEL``, gzip at ``GZIP_LEVEL``), best of 5, timed with
+    ``time.thread_time``. None when there is nothing to compare: no compression, or a
+    format that compresses inside the file (Parquet, Avro).
+    """
+    compression = Compression(spec.compression)
+    serializer = serializer_for(SerializationFormat(spec.format), compression)
+    if compression is Compression.NONE or serializer.compresses_internally:
+        return None
+    client = endpoint.client()
+    stored: list[bytes] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=spec.bucket, Key=obj["Key"])["Body"].read()
+            stored.append(bytes(body))
+    bodies = [_decompress(compression, body) for body in stored]
+    compress = codec_for(compression).compress
+    gc.collect()
+    best = float("inf")
+    for _ in range(5):  # short and exposed to a shared machine: keep the best
+        start = time.thread_time()
+        recompressed = [compress(body) for body in bodies]
+        best = min(best, time.thread_time() - start)
+    return {
+        "codec": compression.value,
+        "cpu_s": best,
+        "objects": len(bodies),
+        "raw_bytes": sum(map(len, bodies)),
+        # zstd and gzip (mtime=0) are deterministic: equal sizes confirm the same input.
+        "same_bytes_as_stored": sum(map(len, recompressed)) == sum(map(len, stored)),
+    }
+
+
+def _decompress(compression: Compression, body: bytes) -> bytes:
+    if compression is Compression.GZIP:
+        return gzip.decompress(body)
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
+    return bytes(reader.read())
 
 
 class _ThreadProfiler:
@@ -197,18 +312,36 @@ class _ThreadProfiler:
 
 
 def run_baseline(spec: RunSpec) -> dict[str, Any]:
-    """The yardstick: what a few lines of naive synchronous code achieve."""
-    pool = _load_pool(spec)
+    """The yardstick: what a few lines of naive synchronous code achieve.
+
+    ``baseline-bson`` starts from BSON bytes and ``bson.decode``s each event first
+    (default CodecOptions), inside the per-batch time.
+    """
+    extra: dict[str, Any] = {}
+    source: Iterator[list[Any]]
+    if spec.kind == "baseline-bson":
+        bson_pool, input_bytes = _load_bson_pool(spec)
+        source = bson_pool.batches(spec.events, spec.batch_size)
+        extra["bson_bytes"] = bson_pool.nbytes(spec.events)
+        extra["bson_bytes_per_event"] = bson_pool.average_bytes
+    else:
+        pool = _load_pool(spec)
+        source = pool.batches(spec.events, spec.batch_size)
+        input_bytes = pool.input_bytes(spec.events)
+    decode = spec.kind == "baseline-bson"
     endpoint = S3Endpoint(spec.endpoint_url)
     endpoint.create_bucket(spec.bucket)
     client = endpoint.client()
-    batches = _Timed(pool.batches(spec.events, spec.batch_size))
+    batches = _Timed(source)
     latencies: list[float] = []
     gc.collect()
     with _Window() as window:
         for number, batch in enumerate(batches):
             start = time.perf_counter()
-            lines = "\n".join(json.dumps(event, default=str) for event in batch)
+            if decode:
+                lines = "\n".join(json.dumps(bson.decode(doc), default=str) for doc in batch)
+            else:
+                lines = "\n".join(json.dumps(event, default=str) for event in batch)
             body = gzip.compress(lines.encode(), compresslevel=spec.gzip_level)
             client.put_object(Bucket=spec.bucket, Key=f"events/{number:08d}.jsonl.gz", Body=body)
             latencies.append(time.perf_counter() - start)
@@ -216,10 +349,11 @@ def run_baseline(spec: RunSpec) -> dict[str, Any]:
     return {
         **window.report(),
         "events": spec.events,
-        "input_bytes": pool.input_bytes(spec.events),
+        "input_bytes": input_bytes,
         "producer_s": batches.seconds,
         "write_batch": _dist(latencies),
         "loop_lag": None,
+        **extra,
         **stored,
     }
 
@@ -378,9 +512,9 @@ def _stored_objects(endpoint: S3Endpoint, bucket: str) -> dict[str, Any]:
 def main() -> None:
     spec = RunSpec.from_json(json.load(sys.stdin))
     result: dict[str, Any]
-    if spec.kind == "ours":
+    if spec.kind in ("ours", "ours-decoded", "ours-raw"):
         result = asyncio.run(run_ours(spec))
-    elif spec.kind == "baseline":
+    elif spec.kind in ("baseline", "baseline-bson"):
         result = run_baseline(spec)
     elif spec.kind == "s3-floor":
         result = asyncio.run(run_s3_floor(spec))
