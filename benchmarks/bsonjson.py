@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import bson
 from bson import Binary, Decimal128, ObjectId, Timestamp
 from bson.codec_options import CodecOptions, DatetimeConversion
+from generator import build_pool
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.generator import build_pool
 from rigatoni_s3 import _bsonjson_py
 from rigatoni_s3.events import fields_of
 from rigatoni_s3.formats._values import dumps, envelope_rows
