@@ -559,3 +559,21 @@ def test_selector_honours_the_environment() -> None:
         assert out.stdout.strip() == "False"
     else:
         assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("count", [24, 25, 300])
+@pytest.mark.parametrize("repeat", [False, True])
+def test_many_keys(impl: ModuleType, count: int, repeat: bool) -> None:
+    """Wide documents, where repeated keys are searched by sorting rather than pairwise."""
+    elements = [element(0x10, f"k{i}".encode(), struct.pack("<i", i)) for i in range(count)]
+    if repeat:
+        elements.append(element(0x01, b"k7", struct.pack("<d", 0.5)))
+    check(impl, with_full_document(element(0x03, b"wide", document(*elements))))
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 15, 16, 17, 4096, 1 << 20])
+def test_long_strings(impl: ModuleType, size: int) -> None:
+    """Text is scanned eight bytes at a time; what needs a look may sit anywhere."""
+    for filler in ("a", "é", '"', "\x1f", "😀", "a\\"):
+        text = (filler * size)[:size] if len(filler) == 1 else filler * (size // 2 + 1)
+        check(impl, bson.encode(event(fullDocument={"s": text, "t": "x" * size + "\n"})))
