@@ -3,8 +3,9 @@
 
 With the GIL, the batch's buffers are pinned; without it, each event is checked and
 its documents written as JSON into C buffers (``_bsonjson_walk.h``); with the GIL
-again, doubles are formatted by one orjson call for the whole batch, spliced in, and
-the results built. The output equals :mod:`rigatoni_s3._bsonjson_py`'s byte for byte;
+again, doubles are formatted by one orjson call for the whole batch (or by
+float.__repr__ in the rare field the dict path hands to the json module), spliced in,
+and the results built. The output equals :mod:`rigatoni_s3._bsonjson_py`'s byte for byte;
 an event whose JSON would hang on Python dict semantics (a repeated key) or an odd
 envelope shape goes through that module instead.
 """
