@@ -5,6 +5,7 @@ Decimal128, UUID as binary, Timestamp clusterTime) and are encoded once; every p
 then converts the same bytes. Paths:
 
 * ``native``: ``_bsonjson_c.convert_batch`` (the walk runs without the GIL)
+* ``native walk``: only that walk, the part two threads can run at once
 * ``python``: ``_bsonjson_py.convert_batch``, the fallback
 * ``decode``: ``bson.decode`` alone, the floor of any dict-based path
 * ``decode+dumps``: ``bson.decode``, ``fields_of`` and ``dumps`` of each document
@@ -149,6 +150,7 @@ def main() -> None:
 
     paths = {
         "native": batched(_bsonjson_c.convert_batch),
+        "native walk": batched(_bsonjson_c._walk_only),
         "python": batched(_bsonjson_py.convert_batch),
         "decode": decode_only,
         "decode+dumps": decode_dumps,
@@ -160,7 +162,7 @@ def main() -> None:
         print(f"  {name:<14} {cost * 1e6:8.2f} µs   x{cost / costs['native']:.2f}")
 
     print("\ntwo threads at once (ratio: events/s over one thread's)")
-    for name in ("native", "python"):
+    for name in ("native", "native walk", "python"):
         one = throughput(paths[name], raws, 1, args.repeat)
         two = throughput(paths[name], raws, 2, args.repeat)
         print(f"  {name:<14} 1 thread {one:10.0f}/s   2 threads {two:10.0f}/s   x{two / one:.2f}")

@@ -3,23 +3,38 @@
 
 With the GIL, the batch's buffers are pinned; without it, each event is checked and
 its documents written as JSON into C buffers (``_bsonjson_walk.h``); with the GIL
-again, doubles are formatted by one orjson call for the whole batch, spliced in, and
-the results built. The output equals :mod:`rigatoni_s3._bsonjson_py`'s byte for byte;
+again, doubles are formatted by one orjson call for the whole batch (or by
+float.__repr__ in the rare field the dict path hands to the json module), spliced in,
+and the results built. The output equals :mod:`rigatoni_s3._bsonjson_py`'s byte for byte;
 an event whose JSON would hang on Python dict semantics (a repeated key) or an odd
 envelope shape goes through that module instead.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 import orjson
 
 from rigatoni_s3 import _bsonjson_py
 from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
+
+
+cdef extern from "Python.h":
+    PyObject *PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems) except NULL
+
+
+cdef extern from *:
+    """
+    static int bj_generic_alloc(PyTypeObject *type) { return type->tp_alloc == PyType_GenericAlloc; }
+    """
+    int bj_generic_alloc(PyTypeObject *type)
 
 
 cdef extern from "_bsonjson_walk.h" nogil:
@@ -72,7 +87,28 @@ cdef bytes _NAN = b'{"$numberDouble":"NaN"}'
 cdef bytes _INF = b'{"$numberDouble":"Infinity"}'
 cdef bytes _NEG_INF = b'{"$numberDouble":"-Infinity"}'
 cdef object _float_repr = float.__repr__
-cdef object _new_envelope = tuple.__new__
+cdef PyTypeObject *_ENVELOPE = <PyTypeObject *>RawEnvelope
+assert bj_generic_alloc(_ENVELOPE)  # what _envelope relies on
+
+
+cdef inline void _put(object envelope, Py_ssize_t i, object value):
+    Py_INCREF(value)  # PyTuple_SET_ITEM takes the reference over
+    PyTuple_SET_ITEM(envelope, i, value)
+
+
+cdef object _envelope(bj_event *ev, const uint8_t *b, const char *text, size_t *cuts, Py_ssize_t *next_text):
+    """A RawEnvelope built as tuple.__new__ builds a tuple subclass, minus the calls."""
+    envelope = <object>PyType_GenericAlloc(_ENVELOPE, 10)
+    Py_DECREF(envelope)  # the cast took a second reference to the new object
+    _put(envelope, 0, _text(b, ev.op_off, ev.op_len))
+    _put(envelope, 1, _text(b, ev.db_off, ev.db_len))
+    _put(envelope, 2, _text(b, ev.coll_off, ev.coll_len))
+    _put(envelope, 3, ev.cluster_ms if ev.has_cluster_time else None)
+    _put(envelope, 4, ev.cluster_inc if ev.has_cluster_inc else None)
+    for k in range(4):
+        _put(envelope, 5 + k, _field(ev, k, text, cuts, next_text))
+    _put(envelope, 9, (ev.span_start, ev.span_end) if ev.span_start >= 0 else None)
+    return envelope
 
 
 cdef object _text(const uint8_t *b, int64_t off, int64_t length):
@@ -116,8 +152,9 @@ cdef object _special(bj_float *f):
     return _INF if v > 0 else _NEG_INF
 
 
-cdef object _field(bj_event *ev, int k, list texts, Py_ssize_t *next_text):
-    """One JSON field's bytes, with its doubles' text spliced in."""
+cdef object _field(bj_event *ev, int k, const char *text, size_t *cuts, Py_ssize_t *next_text):
+    """One JSON field's bytes, with its doubles' text spliced in: the batch's orjson
+    text of the n-th finite double lies between ``cuts[n] + 1`` and ``cuts[n + 1]``."""
     cdef int64_t start = ev.field_start[k]
     cdef int64_t end = ev.field_end[k]
     cdef size_t first = ev.field_floats[k][0]
@@ -130,28 +167,36 @@ cdef object _field(bj_event *ev, int k, list texts, Py_ssize_t *next_text):
         return None
     if first == last:
         return PyBytes_FromStringAndSize(<const char *>ev.out + start, end - start)
-    pieces = []
+    specials = []
     size = <size_t>(end - start)
     for f in range(first, last):
         if ev.floats[f].mode == BJ_FLOAT_ORJSON:
-            piece = texts[t]
+            size += cuts[t + 1] - cuts[t] - 1
             t += 1
         else:
             piece = _special(&ev.floats[f])
-        pieces.append(piece)
-        size += <size_t>PyBytes_GET_SIZE(piece)
-    next_text[0] = t
+            specials.append(piece)
+            size += <size_t>PyBytes_GET_SIZE(piece)
     result = PyBytes_FromStringAndSize(NULL, size)
     o = PyBytes_AS_STRING(result)
     at = <size_t>start
+    t = next_text[0]
+    cdef Py_ssize_t s = 0
     for f in range(first, last):
         memcpy(o, ev.out + at, ev.floats[f].pos - at)
         o += ev.floats[f].pos - at
         at = ev.floats[f].pos
-        piece = pieces[f - first]
-        memcpy(o, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
-        o += PyBytes_GET_SIZE(piece)
+        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
+            memcpy(o, text + cuts[t] + 1, cuts[t + 1] - cuts[t] - 1)
+            o += cuts[t + 1] - cuts[t] - 1
+            t += 1
+        else:
+            piece = specials[s]
+            s += 1
+            memcpy(o, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
+            o += PyBytes_GET_SIZE(piece)
     memcpy(o, ev.out + at, <size_t>end - at)
+    next_text[0] = t
     return result
 
 
@@ -170,7 +215,9 @@ def convert_batch(documents):
     cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
     cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
     cdef Py_ssize_t next_text = 0
-    cdef const uint8_t *b
+    cdef size_t *cuts = NULL
+    cdef const char *text_ptr
+    cdef Py_ssize_t at, count
     memset(&walker, 0, sizeof(walker))
     results: list = [None] * n
     keep: list = [None] * n
@@ -199,10 +246,20 @@ def convert_batch(documents):
                     for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
                         if ev.floats[f].mode == BJ_FLOAT_ORJSON:
                             finite.append(ev.floats[f].value)
-        texts = []
-        if finite:
-            text = orjson.dumps(finite)
-            texts = text[1 : len(text) - 1].split(b",")
+        # One orjson call spells every finite double of the batch: "[a,b,...]". The
+        # commas (and the brackets) cut it; no number's text holds one.
+        text = orjson.dumps(finite) if finite else b"[]"
+        text_ptr = PyBytes_AS_STRING(text)
+        cuts = <size_t *>malloc((len(finite) + 1) * sizeof(size_t))
+        if cuts == NULL:
+            raise MemoryError
+        count = 0
+        for at in range(PyBytes_GET_SIZE(text)):
+            if text_ptr[at] == b',' or text_ptr[at] == b'[' or text_ptr[at] == b']':
+                cuts[count] = at
+                count += 1
+                if count > len(finite):
+                    break
         for i in range(n):
             if ptrs[i] == NULL:
                 continue
@@ -215,23 +272,51 @@ def convert_batch(documents):
             if ev.status == BJ_FALLBACK:
                 results[i] = _bsonjson_py.convert_one(docs[i])
                 continue
-            b = ptrs[i]
-            results[i] = _new_envelope(
-                RawEnvelope,
-                (
-                    _text(b, ev.op_off, ev.op_len),
-                    _text(b, ev.db_off, ev.db_len),
-                    _text(b, ev.coll_off, ev.coll_len),
-                    ev.cluster_ms if ev.has_cluster_time else None,
-                    ev.cluster_inc if ev.has_cluster_inc else None,
-                    _field(ev, 0, texts, &next_text),
-                    _field(ev, 1, texts, &next_text),
-                    _field(ev, 2, texts, &next_text),
-                    _field(ev, 3, texts, &next_text),
-                    (ev.span_start, ev.span_end) if ev.span_start >= 0 else None,
-                ),
-            )
+            results[i] = _envelope(ev, ptrs[i], text_ptr, cuts, &next_text)
         return results
+    finally:
+        for i in range(n):
+            if pinned and pinned[i]:
+                PyBuffer_Release(&views[i])
+            if events:
+                bj_event_free(&events[i])
+        free(cuts)
+        free(walker.elems)
+        free(views)
+        free(pinned)
+        free(ptrs)
+        free(sizes)
+        free(events)
+
+
+def _walk_only(documents):
+    """Only the part of :func:`convert_batch` that runs without the GIL, for measuring:
+    the documents are pinned, walked and checked, and nothing is built."""
+    cdef list docs = list(documents)
+    cdef Py_ssize_t n = len(docs)
+    cdef Py_ssize_t i
+    cdef bj_walker walker
+    cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
+    cdef char *pinned = <char *>calloc(n + 1, 1)
+    cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
+    cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
+    cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
+    memset(&walker, 0, sizeof(walker))
+    keep: list = [None] * n
+    try:
+        if not (views and pinned and ptrs and sizes and events):
+            raise MemoryError
+        for i in range(n):
+            reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
+            if isinstance(reason, str):
+                ptrs[i] = NULL
+            else:
+                keep[i] = reason
+        with nogil:
+            for i in range(n):
+                if ptrs[i] != NULL:
+                    walker.ev = &events[i]
+                    bj_walk_event(&walker, ptrs[i], sizes[i])
     finally:
         for i in range(n):
             if pinned and pinned[i]:

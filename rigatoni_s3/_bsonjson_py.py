@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
+from rigatoni_s3.formats._json import dumps
 
 MAX_DEPTH = 100
 """Most documents and arrays one event may nest, the event itself counted."""
@@ -109,6 +110,8 @@ def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
         return f"malformed BSON: {exc}"
     if (
         len(raw) >= _DEEP_ENOUGH
+        # each nested container has a type byte 3, 4 or 15 somewhere in the bytes
+        and raw.count(3) + raw.count(4) + raw.count(15) >= MAX_DEPTH
         and _deeper_than(doc, MAX_DEPTH)
         and _raw_depth(raw, 0, 1) > MAX_DEPTH
     ):
@@ -123,7 +126,7 @@ def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
     json: list[bytes | None] = []
     try:
         for value, (_, field) in zip(fields[4:], DOCUMENT_FIELDS, strict=True):
-            json.append(None if value is None else _dumps(value, field))
+            json.append(None if value is None else dumps(value, field))
     except EventError as exc:
         return str(exc)
     return RawEnvelope(
@@ -153,12 +156,6 @@ def raw_bytes(document: Document) -> bytes | str:
     if isinstance(raw, bytes):
         return raw
     return f"expected BSON bytes or a RawBSONDocument, got {type(document).__name__}"
-
-
-def _dumps(value: Any, field: str) -> bytes:
-    from rigatoni_s3.formats._json import dumps
-
-    return dumps(value, field)
 
 
 def _cluster_time(value: Any) -> tuple[int | None, int | None]:
@@ -252,7 +249,25 @@ def _raw_depth(raw: bytes, start: int, depth: int) -> int:
 def _token_span(raw: bytes) -> tuple[int, int] | None:
     """Offsets of the last top-level ``_id``, the one a dict keeps, if a document."""
     span = None
-    for key, kind, at, end in _elements(raw, 0):
-        if key == b"_id":
-            span = (at, end) if kind == 3 else None
+    at, end = 4, len(raw) - 1
+    find, starts_with, unpack = raw.index, raw.startswith, _INT32.unpack_from
+    while at < end:
+        kind = raw[at]
+        is_token = starts_with(b"_id\0", at + 1)
+        at = find(0, at + 1) + 1
+        size = _FIXED.get(kind)
+        if size is None:
+            if kind in (3, 4, 15):
+                size = unpack(raw, at)[0]
+            elif kind in (2, 13, 14):
+                size = 4 + unpack(raw, at)[0]
+            elif kind == 5:
+                size = 5 + unpack(raw, at)[0]
+            elif kind == 11:
+                size = find(0, find(0, at) + 1) + 1 - at
+            else:  # 12, DBPointer
+                size = 4 + unpack(raw, at)[0] + 12
+        if is_token:
+            span = (at, at + size) if kind == 3 else None
+        at += size
     return span

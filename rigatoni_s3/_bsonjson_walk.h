@@ -112,7 +112,8 @@ static int bj_nomem(bj_walker *w) {
 static int bj_reserve(bj_walker *w, size_t extra) {
     bj_event *ev = w->ev;
     if (ev->out_cap - ev->out_len >= extra) return 0;
-    size_t cap = ev->out_cap ? ev->out_cap : 1024;
+    /* The JSON of an event is about as long as its BSON: start there. */
+    size_t cap = ev->out_cap ? ev->out_cap : w->size + w->size / 4 + 256;
     while (cap - ev->out_len < extra) {
         if (cap > SIZE_MAX / 2) return bj_nomem(w);
         cap *= 2;
@@ -211,12 +212,25 @@ static int bj_check_utf8(bj_walker *w, const uint8_t *s, size_t n, const char *w
     return 0;
 }
 
-/* 1 for the bytes JSON strings must escape: control characters, quote, backslash. */
-static const uint8_t BJ_ESCAPE[256] = {
+/* 1 for the bytes the text writer must look at: those it escapes (control characters,
+ * quote, backslash) and non-ASCII lead or continuation bytes. */
+static const uint8_t BJ_LOOK[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    [0x22] = 1,
-    [0x5C] = 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
 static const char BJ_HEX[] = "0123456789abcdef";
@@ -264,14 +278,14 @@ static int bj_text(bj_walker *w, const uint8_t *s, size_t n, const char *what) {
     BJ_CH(w, '"');
     size_t i = 0, run = 0;
     while (i < n) {
-        if (i + 8 <= n) {
+        while (i + 8 <= n) { /* plain ASCII, eight bytes at a time */
             uint64_t x;
             memcpy(&x, s + i, 8);
-            if (!bj_needs_look(x)) {
-                i += 8;
-                continue;
-            }
+            if (bj_needs_look(x)) break;
+            i += 8;
         }
+        while (i < n && !BJ_LOOK[s[i]]) i++;
+        if (i == n) break;
         uint8_t c = s[i];
         if (c >= 0x80) {
             size_t len = bj_utf8_seq(s + i, n - i);
@@ -281,10 +295,6 @@ static int bj_text(bj_walker *w, const uint8_t *s, size_t n, const char *what) {
                 return bj_reject(w, (size_t)(s + i - w->b), msg);
             }
             i += len;
-            continue;
-        }
-        if (!BJ_ESCAPE[c]) {
-            i++;
             continue;
         }
         if (bj_reserve(w, (i - run) + 6)) return -1;
