@@ -202,6 +202,16 @@ cdef object _field(bj_event *ev, int k, const char *text, size_t *cuts, Py_ssize
 
 def convert_batch(documents):
     """Each document as a ``RawEnvelope``, or a reason it cannot be one."""
+    return _convert(documents, True)
+
+
+def _walk_only(documents):
+    """Only the part of :func:`convert_batch` that runs without the GIL, for measuring:
+    the documents are pinned, walked and checked, and nothing is built."""
+    _convert(documents, False)
+
+
+cdef object _convert(documents, bint build):
     cdef list docs = list(documents)
     cdef Py_ssize_t n = len(docs)
     cdef Py_ssize_t i
@@ -236,6 +246,8 @@ def convert_batch(documents):
                 if ptrs[i] != NULL:
                     walker.ev = &events[i]
                     bj_walk_event(&walker, ptrs[i], sizes[i])
+        if not build:
+            return None
         finite = []
         for i in range(n):
             ev = &events[i]
@@ -281,48 +293,6 @@ def convert_batch(documents):
             if events:
                 bj_event_free(&events[i])
         free(cuts)
-        free(walker.elems)
-        free(views)
-        free(pinned)
-        free(ptrs)
-        free(sizes)
-        free(events)
-
-
-def _walk_only(documents):
-    """Only the part of :func:`convert_batch` that runs without the GIL, for measuring:
-    the documents are pinned, walked and checked, and nothing is built."""
-    cdef list docs = list(documents)
-    cdef Py_ssize_t n = len(docs)
-    cdef Py_ssize_t i
-    cdef bj_walker walker
-    cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
-    cdef char *pinned = <char *>calloc(n + 1, 1)
-    cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
-    cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
-    cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
-    memset(&walker, 0, sizeof(walker))
-    keep: list = [None] * n
-    try:
-        if not (views and pinned and ptrs and sizes and events):
-            raise MemoryError
-        for i in range(n):
-            reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
-            if isinstance(reason, str):
-                ptrs[i] = NULL
-            else:
-                keep[i] = reason
-        with nogil:
-            for i in range(n):
-                if ptrs[i] != NULL:
-                    walker.ev = &events[i]
-                    bj_walk_event(&walker, ptrs[i], sizes[i])
-    finally:
-        for i in range(n):
-            if pinned and pinned[i]:
-                PyBuffer_Release(&views[i])
-            if events:
-                bj_event_free(&events[i])
         free(walker.elems)
         free(views)
         free(pinned)

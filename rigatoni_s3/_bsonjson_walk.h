@@ -159,6 +159,30 @@ static inline uint64_t bj_u64(const uint8_t *p) {
 
 /* ---- text -------------------------------------------------------------------- */
 
+/* Length of the valid UTF-8 sequence (of a non-ASCII lead byte) at s, 0 if invalid. */
+static inline size_t bj_utf8_seq(const uint8_t *s, size_t n) {
+    uint8_t c = s[0];
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n <= need || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k <= need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return need + 1;
+}
+
 /* Length of the valid UTF-8 prefix of s, by Python's strict rules: no overlong
  * forms, no surrogates, nothing above U+10FFFF. */
 static size_t bj_utf8_valid_prefix(const uint8_t *s, size_t n) {
@@ -172,32 +196,13 @@ static size_t bj_utf8_valid_prefix(const uint8_t *s, size_t n) {
                 continue;
             }
         }
-        uint8_t c = s[i];
-        if (c < 0x80) {
+        if (s[i] < 0x80) {
             i++;
             continue;
         }
-        size_t need;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return i;
-        }
-        if (n - i <= need) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t k = 2; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-        }
-        i += need + 1;
+        size_t len = bj_utf8_seq(s + i, n - i);
+        if (!len) return i;
+        i += len;
     }
     return n;
 }
@@ -235,29 +240,6 @@ static const uint8_t BJ_LOOK[256] = {
 
 static const char BJ_HEX[] = "0123456789abcdef";
 
-/* Length of the valid UTF-8 sequence (of a non-ASCII lead byte) at s, 0 if invalid. */
-static inline size_t bj_utf8_seq(const uint8_t *s, size_t n) {
-    uint8_t c = s[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n <= need || s[1] < lo || s[1] > hi) return 0;
-    for (size_t k = 2; k <= need; k++)
-        if ((s[k] & 0xC0) != 0x80) return 0;
-    return need + 1;
-}
 
 #define BJ_ONES UINT64_C(0x0101010101010101)
 #define BJ_HIGHS UINT64_C(0x8080808080808080)
