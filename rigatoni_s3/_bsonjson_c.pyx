@@ -70,6 +70,7 @@ cdef extern from "_bsonjson_walk.h" nogil:
         int64_t field_end[4]
         size_t field_floats[4][2]
         int64_t span_start, span_end
+        int64_t head_start, head_end
         uint8_t *out
         bj_float *floats
 
@@ -78,6 +79,7 @@ cdef extern from "_bsonjson_walk.h" nogil:
         bj_elem *elems
 
     int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size)
+    int bj_jsonl_head(bj_walker *w)
     void bj_event_free(bj_event *ev)
 
 
@@ -98,17 +100,50 @@ cdef inline void _put(object envelope, Py_ssize_t i, object value):
 
 cdef object _envelope(bj_event *ev, const uint8_t *b, const char *text, size_t *cuts, Py_ssize_t *next_text):
     """A RawEnvelope built as tuple.__new__ builds a tuple subclass, minus the calls."""
-    envelope = <object>PyType_GenericAlloc(_ENVELOPE, 10)
+    envelope = <object>PyType_GenericAlloc(_ENVELOPE, 11)
     Py_DECREF(envelope)  # the cast took a second reference to the new object
     _put(envelope, 0, _text(b, ev.op_off, ev.op_len))
     _put(envelope, 1, _text(b, ev.db_off, ev.db_len))
     _put(envelope, 2, _text(b, ev.coll_off, ev.coll_len))
     _put(envelope, 3, ev.cluster_ms if ev.has_cluster_time else None)
     _put(envelope, 4, ev.cluster_inc if ev.has_cluster_inc else None)
+    fields = [_field(ev, k, text, cuts, next_text) for k in range(4)]
     for k in range(4):
-        _put(envelope, 5 + k, _field(ev, k, text, cuts, next_text))
+        _put(envelope, 5 + k, fields[k])
     _put(envelope, 9, (ev.span_start, ev.span_end) if ev.span_start >= 0 else None)
+    _put(envelope, 10, _line(ev, fields) if ev.head_start >= 0 else None)
     return envelope
+
+
+cdef bytes _KEY = b',"document_key":'
+cdef bytes _FULL = b',"full_document":'
+cdef bytes _UPDATE = b',"update_description":'
+cdef bytes _TOKEN = b',"resume_token":'
+cdef bytes _NULL = b"null"
+
+
+cdef object _line(bj_event *ev, list fields):
+    """The event's JSON Lines row: the head the walk wrote, then the four documents."""
+    cdef Py_ssize_t size = ev.head_end - ev.head_start + 1  # and the closing brace
+    cdef Py_ssize_t k
+    cdef bytes part
+    labels = (_KEY, _FULL, _UPDATE, _TOKEN)
+    for k in range(4):
+        part = fields[k] if fields[k] is not None else _NULL
+        size += PyBytes_GET_SIZE(labels[k]) + PyBytes_GET_SIZE(part)
+    result = PyBytes_FromStringAndSize(NULL, size)
+    cdef char *o = PyBytes_AS_STRING(result)
+    memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
+    o += ev.head_end - ev.head_start
+    for k in range(4):
+        part = labels[k]
+        memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+        o += PyBytes_GET_SIZE(part)
+        part = fields[k] if fields[k] is not None else _NULL
+        memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+        o += PyBytes_GET_SIZE(part)
+    o[0] = b'}'
+    return result
 
 
 cdef object _text(const uint8_t *b, int64_t off, int64_t length):
@@ -200,18 +235,19 @@ cdef object _field(bj_event *ev, int k, const char *text, size_t *cuts, Py_ssize
     return result
 
 
-def convert_batch(documents):
-    """Each document as a ``RawEnvelope``, or a reason it cannot be one."""
-    return _convert(documents, True)
+def convert_batch(documents, lines=False):
+    """Each document as a ``RawEnvelope``, or a reason it cannot be one; with ``lines``,
+    each envelope also holds its JSON Lines row."""
+    return _convert(documents, True, lines)
 
 
 def _walk_only(documents):
     """Only the part of :func:`convert_batch` that runs without the GIL, for measuring:
     the documents are pinned, walked and checked, and nothing is built."""
-    _convert(documents, False)
+    _convert(documents, False, False)
 
 
-cdef object _convert(documents, bint build):
+cdef object _convert(documents, bint build, bint lines):
     cdef list docs = list(documents)
     cdef Py_ssize_t n = len(docs)
     cdef Py_ssize_t i
@@ -245,7 +281,8 @@ cdef object _convert(documents, bint build):
             for i in range(n):
                 if ptrs[i] != NULL:
                     walker.ev = &events[i]
-                    bj_walk_event(&walker, ptrs[i], sizes[i])
+                    if bj_walk_event(&walker, ptrs[i], sizes[i]) == BJ_OK and lines:
+                        bj_jsonl_head(&walker)
         if not build:
             return None
         finite = []
@@ -282,7 +319,7 @@ cdef object _convert(documents, bint build):
                 results[i] = ev.reason.decode("utf-8", "replace")
                 continue
             if ev.status == BJ_FALLBACK:
-                results[i] = _bsonjson_py.convert_one(docs[i])
+                results[i] = _bsonjson_py.convert_one(docs[i], lines=lines)
                 continue
             results[i] = _envelope(ev, ptrs[i], text_ptr, cuts, &next_text)
         return results

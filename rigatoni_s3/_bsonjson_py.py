@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from rigatoni_s3.errors import EventError
@@ -41,6 +41,8 @@ class RawEnvelope(NamedTuple):
     resume_token: bytes | None
     resume_token_span: tuple[int, int] | None
     """Offsets of ``_id``'s embedded document in the input, when it is one."""
+    line: bytes | None = None
+    """The event's JSON Lines row (without the line break), when asked for."""
 
 
 Document = bytes | bytearray | memoryview | Mapping[str, Any]
@@ -89,13 +91,14 @@ def _load_bson() -> Any:
     return _bson
 
 
-def convert_batch(documents: Sequence[Document]) -> list[RawEnvelope | str]:
-    """Each document as a :class:`RawEnvelope`, or a reason it cannot be one."""
+def convert_batch(documents: Sequence[Document], lines: bool = False) -> list[RawEnvelope | str]:
+    """Each document as a :class:`RawEnvelope`, or a reason it cannot be one; with
+    ``lines``, each envelope also holds its JSON Lines row."""
     bson = _load_bson()
-    return [convert_one(document, bson) for document in documents]
+    return [convert_one(document, bson, lines) for document in documents]
 
 
-def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
+def convert_one(document: Document, bson: Any = None, lines: bool = False) -> RawEnvelope | str:
     """One raw event as a :class:`RawEnvelope`, or the reason it is rejected."""
     if bson is None:
         bson = _load_bson()
@@ -129,7 +132,7 @@ def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
             json.append(None if value is None else dumps(value, field))
     except EventError as exc:
         return str(exc)
-    return RawEnvelope(
+    envelope = RawEnvelope(
         str.__str__(fields.operation),
         None if fields.database is None else str.__str__(fields.database),
         None if fields.collection is None else str.__str__(fields.collection),
@@ -141,6 +144,27 @@ def convert_one(document: Document, bson: Any = None) -> RawEnvelope | str:
         json[3],
         None if doc.get("_id") is None else _token_span(raw),
     )
+    return envelope._replace(line=_line(envelope)) if lines else envelope
+
+
+def _line(envelope: RawEnvelope) -> bytes:
+    """The JSON Lines row the serializer writes for the envelope's event."""
+    from rigatoni_s3.formats.jsonl import line_of
+
+    ms = envelope.cluster_time_ms
+    return line_of(
+        envelope.operation,
+        envelope.database,
+        envelope.collection,
+        None if ms is None else _EPOCH + timedelta(milliseconds=ms),
+        envelope.document_key,
+        envelope.full_document,
+        envelope.update_description,
+        envelope.resume_token,
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def raw_bytes(document: Document) -> bytes | str:

@@ -86,6 +86,7 @@ typedef struct {
     int64_t field_start[BJ_NFIELDS], field_end[BJ_NFIELDS];
     size_t field_floats[BJ_NFIELDS][2]; /* the field's doubles: [first, last) in floats */
     int64_t span_start, span_end;
+    int64_t head_start, head_end; /* the JSON Lines head, when asked for */
     uint8_t *out;
     size_t out_len, out_cap;
     bj_float *floats;
@@ -1037,6 +1038,7 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     ev->has_cluster_inc = 0;
     ev->cluster_inc = 0;
     ev->span_start = ev->span_end = -1;
+    ev->head_start = ev->head_end = -1;
     ev->out_len = 0;
     ev->nfloats = 0;
     for (int i = 0; i < BJ_NFIELDS; i++) {
@@ -1138,6 +1140,27 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     }
     if (ct_at >= 0 && bj_cluster_time(w, ct_type, (size_t)ct_at)) return ev->status;
     return ev->status;
+}
+
+/* After a successful walk: the start of the event's JSON Lines row, as orjson writes
+ * {"operation":..,"database":..,"collection":..,"cluster_time":.. (no closing brace;
+ * the documents follow). The texts were checked by the walk. */
+static int bj_jsonl_head(bj_walker *w) {
+    bj_event *ev = w->ev;
+    ev->head_start = (int64_t)ev->out_len;
+    BJ_LIT(w, "{\"operation\":");
+    if (bj_text(w, w->b + ev->op_off, (size_t)ev->op_len, "operationType")) return -1;
+    BJ_LIT(w, ",\"database\":");
+    if (ev->db_off < 0) BJ_LIT(w, "null");
+    else if (bj_text(w, w->b + ev->db_off, (size_t)ev->db_len, "ns.db")) return -1;
+    BJ_LIT(w, ",\"collection\":");
+    if (ev->coll_off < 0) BJ_LIT(w, "null");
+    else if (bj_text(w, w->b + ev->coll_off, (size_t)ev->coll_len, "ns.coll")) return -1;
+    BJ_LIT(w, ",\"cluster_time\":");
+    if (!ev->has_cluster_time) BJ_LIT(w, "null");
+    else if (bj_datetime(w, ev->cluster_ms)) return -1;
+    ev->head_end = (int64_t)ev->out_len;
+    return 0;
 }
 
 static void bj_event_free(bj_event *ev) {

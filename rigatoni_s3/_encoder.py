@@ -7,6 +7,7 @@ loop, so both can be tested and benchmarked alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,7 +24,7 @@ from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, UtcSeconds, fields_of
 from rigatoni_s3.formats import Serializer
 from rigatoni_s3.formats._envelope import EnvelopeRow, new_envelope_row
-from rigatoni_s3.keys import PartitionKey, partition_of
+from rigatoni_s3.keys import PartitionKey, partition_at, partition_of
 
 
 @attrs.frozen
@@ -164,47 +165,63 @@ class Encoder:
         now: datetime,
         rejected: list[EventError],
     ) -> _Encoded:
-        """Rows of raw BSON events, at ``indices`` of the call; malformed ones rejected."""
+        """Rows of raw BSON events, at ``indices`` of the call; malformed ones rejected.
+
+        JSON Lines rows come whole from the reader; the other formats get envelopes.
+        """
         strategy, utc_seconds = self.strategy, self.utc_seconds
+        lines = self.serializer.rows_are_lines
+        now_seconds = math.floor(now.timestamp())
         envelopes: list[EnvelopeRow] = []
+        rows: list[Any] = []
         kept: list[int] = []
         partitions: list[PartitionKey] = []
         last_span: tuple[int, RawBson, tuple[int, int]] | None = None
         for index, document, envelope in zip(
-            indices, documents, convert_batch(documents), strict=True
+            indices, documents, convert_batch(documents, lines), strict=True
         ):
             if isinstance(envelope, str):
                 rejected.append(InvalidEventError(envelope, index=index))
                 continue
-            when: datetime | None = None
-            if envelope.cluster_time_ms is not None:
-                seconds, millis = divmod(envelope.cluster_time_ms, 1000)
-                try:
-                    when = utc_seconds(seconds)
-                except (OverflowError, ValueError, OSError):
-                    rejected.append(InvalidEventError("'clusterTime' is out of range", index=index))
-                    continue
-                if millis:
-                    when += timedelta(milliseconds=millis)
-            envelopes.append(
-                new_envelope_row(
-                    (
-                        envelope.operation,
-                        envelope.database,
-                        envelope.collection,
-                        when,
-                        envelope.document_key,
-                        envelope.full_document,
-                        envelope.update_description,
-                        envelope.resume_token,
+            ms = envelope.cluster_time_ms
+            if lines:  # the row is written already: only the second of the event matters
+                seconds = now_seconds if ms is None else ms // 1000
+                partitions.append(partition_at(strategy, envelope.collection, seconds))
+                rows.append(envelope.line)
+            else:
+                when: datetime | None = None
+                if ms is not None:
+                    seconds, millis = divmod(ms, 1000)
+                    try:
+                        when = utc_seconds(seconds)
+                    except (OverflowError, ValueError, OSError):
+                        reason = "'clusterTime' is out of range"
+                        rejected.append(InvalidEventError(reason, index=index))
+                        continue
+                    if millis:
+                        when += timedelta(milliseconds=millis)
+                envelopes.append(
+                    new_envelope_row(
+                        (
+                            envelope.operation,
+                            envelope.database,
+                            envelope.collection,
+                            when,
+                            envelope.document_key,
+                            envelope.full_document,
+                            envelope.update_description,
+                            envelope.resume_token,
+                        )
                     )
                 )
-            )
+                partitions.append(partition_of(strategy, envelope.collection, when, now))
             kept.append(index)
-            partitions.append(partition_of(strategy, envelope.collection, when, now))
             if envelope.resume_token_span is not None:
                 last_span = (index, document, envelope.resume_token_span)
-        rows, sizes = self.serializer.encode_envelopes(envelopes)
+        if lines:
+            sizes = [len(row) + 1 for row in rows]
+        else:
+            rows, sizes = self.serializer.encode_envelopes(envelopes)
         last_token = None
         if last_span is not None:
             index, document, span = last_span

@@ -75,10 +75,19 @@ def partition_of(
     the time it was written. Buckets are floored, so an instant before 1970 stays in
     its own hour rather than the next one.
     """
+    return partition_at(
+        strategy, collection, math.floor((fallback if when is None else when).timestamp())
+    )
+
+
+def partition_at(
+    strategy: KeyGenerationStrategy, collection: str | None, seconds: int
+) -> PartitionKey:
+    """:func:`partition_of` for an instant given as whole seconds since the epoch (floored),
+    for callers that hold those rather than a datetime (raw BSON events)."""
     step = granularity(strategy)
     if step is None:
         return _new_key((collection, None))
-    seconds = math.floor((fallback if when is None else when).timestamp())
     return _new_key((collection, seconds - seconds % step))
 
 

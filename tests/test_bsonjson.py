@@ -578,3 +578,24 @@ def test_long_strings(impl: ModuleType, size: int) -> None:
     for filler in ("a", "é", '"', "\x1f", "😀", "a\\"):
         text = (filler * size)[:size] if len(filler) == 1 else filler * (size // 2 + 1)
         check(impl, bson.encode(event(fullDocument={"s": text, "t": "x" * size + "\n"})))
+
+
+@given(changes=st.lists(change_events(), min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+def test_json_lines_rows_agree(impl: ModuleType, changes: list[dict[str, Any]]) -> None:
+    """With lines=True, each envelope also holds its JSON Lines row, the same in both
+    modes; without, the row is None and the envelope is otherwise the same."""
+    raws = [bson.encode(change) for change in changes]
+    with_lines = impl.convert_batch(raws, lines=True)
+
+    def accepted(results: list[Any]) -> list[Any]:  # reasons differ between the modes
+        return [None if isinstance(result, str) else result for result in results]
+
+    assert accepted(with_lines) == accepted(_bsonjson_py.convert_batch(raws, lines=True))
+    without = impl.convert_batch(raws)
+    for full, bare in zip(with_lines, without, strict=True):
+        if isinstance(full, str):
+            assert isinstance(bare, str)
+        else:
+            assert full.line is not None
+            assert bare == full._replace(line=None)

@@ -32,6 +32,9 @@ class Serializer(Protocol):
     content_type: str
     compresses_internally: bool
     """True when ``serialize`` applies the configured compression itself."""
+    rows_are_lines: bool
+    """True when a row is the event's JSON Lines row, which the raw BSON reader can
+    write whole (``convert_batch(lines=True)``) instead of ``encode_envelopes``."""
 
     def encode_event(self, event: EventFields) -> tuple[Any, int]:
         """One event as a row and the row's size in bytes; raises SerializationError."""

@@ -79,6 +79,7 @@ class AvroSerializer:
     extension = "avro"
     content_type = "application/avro"
     compresses_internally = True
+    rows_are_lines = False
 
     def __init__(self, compression: Compression = Compression.NONE) -> None:
         self.compression = compression

@@ -38,6 +38,7 @@ class CsvSerializer:
     extension = "csv"
     content_type = "text/csv"
     compresses_internally = False
+    rows_are_lines = False
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size, counting the quotes CSV doubles."""

@@ -27,6 +27,7 @@ class JsonLinesSerializer:
     extension = "jsonl"
     content_type = "application/x-ndjson"
     compresses_internally = False
+    rows_are_lines = True
 
     def encode_event(self, event: EventFields) -> tuple[bytes, int]:
         """The event's line and its size; raises SerializationError naming the field."""
@@ -98,36 +99,44 @@ class JsonLinesSerializer:
     def encode_envelopes(self, envelopes: Sequence[EnvelopeRow]) -> tuple[list[bytes], list[int]]:
         """Lines of events whose documents are JSON already: the same bytes as
         :meth:`encode_events` writes for them decoded."""
-        lines: list[bytes] = []
-        dumps = orjson.dumps
-        for envelope in with_gil_breaks(envelopes):
-            operation, database, collection, cluster_time, key, full, update, token = envelope
-            head = dumps(
-                {
-                    "operation": operation,
-                    "database": database,
-                    "collection": collection,
-                    "cluster_time": cluster_time,
-                },
-                option=_HEAD_OPTIONS,
-            )
-            lines.append(
-                b"".join(
-                    (
-                        head[:-1],
-                        b',"document_key":',
-                        b"null" if key is None else key,
-                        b',"full_document":',
-                        b"null" if full is None else full,
-                        b',"update_description":',
-                        b"null" if update is None else update,
-                        b',"resume_token":',
-                        b"null" if token is None else token,
-                        b"}",
-                    )
-                )
-            )
+        lines = [line_of(*envelope) for envelope in with_gil_breaks(envelopes)]
         return lines, [len(line) + 1 for line in lines]
 
     def serialize(self, rows: Sequence[bytes]) -> bytes:
         return b"\n".join(chain(rows, (b"",)))
+
+
+def line_of(
+    operation: str,
+    database: str | None,
+    collection: str | None,
+    cluster_time: datetime | None,
+    document_key: bytes | None,
+    full_document: bytes | None,
+    update_description: bytes | None,
+    resume_token: bytes | None,
+) -> bytes:
+    """The line of a checked envelope whose documents are JSON already."""
+    head = orjson.dumps(
+        {
+            "operation": operation,
+            "database": database,
+            "collection": collection,
+            "cluster_time": cluster_time,
+        },
+        option=_HEAD_OPTIONS,
+    )
+    return b"".join(
+        (
+            head[:-1],
+            b',"document_key":',
+            b"null" if document_key is None else document_key,
+            b',"full_document":',
+            b"null" if full_document is None else full_document,
+            b',"update_description":',
+            b"null" if update_description is None else update_description,
+            b',"resume_token":',
+            b"null" if resume_token is None else resume_token,
+            b"}",
+        )
+    )

@@ -84,6 +84,7 @@ class ParquetSerializer:
     extension = "parquet"
     content_type = "application/vnd.apache.parquet"
     compresses_internally = True
+    rows_are_lines = False
 
     def __init__(self, compression: Compression = Compression.NONE) -> None:
         self.compression = compression

@@ -21,7 +21,8 @@ AddressSanitizer, loaded from the path in ``BSONJSON_SO`` (the installed one is 
 
 The first input byte steers the harness: bit 0 rewrites the length prefix to the input's
 length (so mutations get past the first check), bit 1 converts the event twice in one
-batch (the doubles of both are formatted by one orjson call).
+batch (the doubles of both are formatted by one orjson call), bit 2 asks for the JSON
+Lines rows too.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def test_one_input(data: bytes) -> None:
         raw[0:4] = len(raw).to_bytes(4, "little")
     event = bytes(raw)
     batch = [event, event] if flags & 2 else [event]
-    native = compiled_module.convert_batch(batch)
-    python = python_module.convert_batch(batch)
+    lines = bool(flags & 4)
+    native = compiled_module.convert_batch(batch, lines)
+    python = python_module.convert_batch(batch, lines)
     for ours, reference in zip(native, python, strict=True):
         if isinstance(ours, str) != isinstance(reference, str):
             raise AssertionError(f"accept/reject differs: {ours!r} vs {reference!r} for {event!r}")
