@@ -7,7 +7,9 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
+from bson import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +17,7 @@ from rigatoni_s3 import ChangeEvent, Compression, KeyGenerationStrategy, Seriali
 from rigatoni_s3._encoder import Encoder
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.errors import SerializationError
-from rigatoni_s3.events import EventFields
+from rigatoni_s3.events import EventFields, fields_of
 from rigatoni_s3.formats import serializer_for
 from rigatoni_s3.formats._json import DUMPS_CHUNK
 from rigatoni_s3.keys import PartitionKey, partition_of
@@ -154,3 +156,28 @@ def test_one_bad_event_sends_the_batch_one_by_one(fmt: SerializationFormat) -> N
     )
     assert [r["full_document"]["v"] for r in records] == [1, 2**70, "x", 3]
     assert prepared.accepted == 4
+
+
+@pytest.mark.parametrize("fmt", [SerializationFormat.JSON, SerializationFormat.PARQUET])
+@pytest.mark.parametrize("strategy", list(KeyGenerationStrategy))
+@pytest.mark.parametrize(
+    "cluster_time",
+    [
+        Timestamp(1736935199, 3),
+        datetime(1969, 12, 31, 23, 59, 59, 500000),  # a BSON date, naive UTC
+        None,
+    ],
+)
+def test_raw_events_partition_with_keys_partition_of(
+    fmt: SerializationFormat, strategy: KeyGenerationStrategy, cluster_time: Any
+) -> None:
+    """Raw BSON events land in the partition keys.partition_of gives their decoded form,
+    whether their rows come whole from the reader (JSON Lines) or as envelopes."""
+    change: dict[str, Any] = {"operationType": "insert", "ns": {"db": "shop", "coll": "users"}}
+    if cluster_time is not None:
+        change["clusterTime"] = cluster_time
+    raw = bson.encode(change)
+    decoded = fields_of(bson.decode(raw))
+    enc = Encoder(serializer_for(fmt, Compression.NONE), codec_for(Compression.NONE), strategy)
+    prepared = enc.prepare([raw], NOW)
+    assert list(prepared.partitions) == [partition_of(strategy, "users", decoded.cluster_time, NOW)]
