@@ -91,13 +91,20 @@ class Encoder:
         reject exactly the events that cannot be written. ``now`` places events
         without a ``cluster_time``.
         """
-        raw_at = [index for index, event in enumerate(events) if is_raw_bson(event)]
         rejected: list[EventError] = []
+        count = len(events)
+        first = type(events[0]) if count else dict
+        if all(type(event) is first for event in events):  # one kind of event: the usual call
+            raw_at: Sequence[int] = range(count) if count and is_raw_bson(events[0]) else ()
+        else:
+            raw_at = [index for index, event in enumerate(events) if is_raw_bson(event)]
         if not raw_at:
-            part = self._encode_decoded(events, range(len(events)), now, rejected)
+            part = self._encode_decoded(events, range(count), now, rejected)
+        elif len(raw_at) == count:
+            part = self._encode_raw(cast(Sequence[RawBson], events), raw_at, now, rejected)
         else:
             raw = set(raw_at)
-            decoded_at = [index for index in range(len(events)) if index not in raw]
+            decoded_at = [index for index in range(count) if index not in raw]
             part = _merged(
                 self._encode_decoded([events[i] for i in decoded_at], decoded_at, now, rejected),
                 self._encode_raw([cast(RawBson, events[i]) for i in raw_at], raw_at, now, rejected),
