@@ -184,8 +184,9 @@ class Encoder:
         kept: list[int] = []
         partitions: list[PartitionKey] = []
         last_span: tuple[int, RawBson, tuple[int, int]] | None = None
-        for index, document, envelope in zip(
-            indices, documents, convert_batch(documents, lines), strict=True
+        converted = convert_batch(documents, lines)  # without the GIL, mostly
+        for index, document, envelope in with_gil_breaks(
+            zip(indices, documents, converted, strict=True)
         ):
             if isinstance(envelope, str):
                 rejected.append(InvalidEventError(envelope, index=index))
