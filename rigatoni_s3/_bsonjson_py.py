@@ -12,6 +12,7 @@ must accept the same inputs.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -61,52 +62,52 @@ _DEEP_ENOUGH = 5 + 7 * MAX_DEPTH
 below the top adds a type byte, an empty name and an empty document."""
 
 _INT32 = struct.Struct("<i")
-_bson: Any = None
-_options: Any = None
-_DBRef: Any = None
-_Code: Any = None
-_CONTAINERS: frozenset[type] = frozenset((dict, list))
 
 
-def _load_bson() -> Any:
-    """pymongo's ``bson``, imported on first use: it is an optional dependency."""
-    global _bson, _options, _DBRef, _Code, _CONTAINERS
-    if _bson is None:
-        try:
-            import bson
-            from bson.code import Code
-            from bson.codec_options import CodecOptions, DatetimeConversion
-            from bson.dbref import DBRef
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "raw BSON change events need pymongo's bson package: pip install pymongo"
-            ) from exc
-        # pymongo's defaults, except that out-of-range dates decode instead of failing.
-        _options = CodecOptions(
-            tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
-        )
-        _DBRef, _Code = DBRef, Code
-        _CONTAINERS = frozenset((dict, list, DBRef, Code))
-        _bson = bson
-    return _bson
+class _Pymongo(NamedTuple):
+    """What this module uses of pymongo's ``bson``, an optional dependency."""
+
+    bson: Any
+    options: Any
+    """pymongo's default codec options, except that out-of-range dates decode."""
+    dbref: type
+    code: type
+    containers: frozenset[type]
+    """Types :func:`_deeper_than` descends into."""
+
+
+@functools.cache
+def _pymongo() -> _Pymongo:
+    """pymongo's ``bson``, imported on first use (a memo of the import, like sys.modules)."""
+    try:
+        import bson
+        from bson.code import Code
+        from bson.codec_options import CodecOptions, DatetimeConversion
+        from bson.dbref import DBRef
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "raw BSON change events need pymongo's bson package: pip install pymongo"
+        ) from exc
+    options: Any = CodecOptions(
+        tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+    )
+    return _Pymongo(bson, options, DBRef, Code, frozenset((dict, list, DBRef, Code)))
 
 
 def convert_batch(documents: Sequence[Document], lines: bool = False) -> list[RawEnvelope | str]:
     """Each document as a :class:`RawEnvelope`, or a reason it cannot be one; with
     ``lines``, each envelope also holds its JSON Lines row."""
-    bson = _load_bson()
-    return [convert_one(document, bson, lines) for document in documents]
+    return [convert_one(document, lines) for document in documents]
 
 
-def convert_one(document: Document, bson: Any = None, lines: bool = False) -> RawEnvelope | str:
+def convert_one(document: Document, lines: bool = False) -> RawEnvelope | str:
     """One raw event as a :class:`RawEnvelope`, or the reason it is rejected."""
-    if bson is None:
-        bson = _load_bson()
+    pymongo = _pymongo()
     raw = raw_bytes(document)
     if isinstance(raw, str):
         return raw
     try:
-        doc = bson.decode(raw, codec_options=_options)
+        doc = pymongo.bson.decode(raw, codec_options=pymongo.options)
     except RecursionError:
         return f"malformed BSON: nested deeper than {MAX_DEPTH} documents or arrays"
     except Exception as exc:  # InvalidBSON and the errors pymongo wraps in it
@@ -206,19 +207,20 @@ def _deeper_than(value: Any, room: int) -> bool:
     by ``room``.
     """
     kind = type(value)
+    pymongo = _pymongo()
     if kind is dict:
         items: Any = value.values()
     elif kind is list:
         items = value
-    elif kind is _DBRef:
+    elif kind is pymongo.dbref:
         items = value.as_doc().values()
-    elif kind is _Code and value.scope is not None:
+    elif kind is pymongo.code and value.scope is not None:
         return _deeper_than(value.scope, room)  # the scope is one level below the code
     else:
         return False
     if room <= 0:
         return True
-    containers = _CONTAINERS
+    containers = pymongo.containers
     for item in items:  # noqa: SIM110 - a loop is several times faster than any() here
         if type(item) in containers and _deeper_than(item, room - 1):
             return True
