@@ -30,6 +30,7 @@ as text in their document columns (:mod:`rigatoni_s3.formats._envelope`).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import uuid
@@ -38,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import accumulate
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -177,44 +179,60 @@ _UNSUPPORTED = object()
 
 def _convert_special(obj: Any) -> Any:
     """One step of conversion for values orjson does not know; ``_UNSUPPORTED`` if none."""
-    if isinstance(obj, bytes | bytearray | memoryview):  # bson.Binary is a bytes subclass
-        return base64.b64encode(bytes(obj)).decode("ascii")
-    if isinstance(obj, Decimal):
-        return str(obj)
-    if isinstance(obj, uuid.UUID):
-        return str(obj)
-    if isinstance(obj, datetime):
-        return _iso(obj)
-    if isinstance(obj, date):
-        return obj.isoformat()
-    if isinstance(obj, Mapping):  # e.g. RawBSONDocument, which is not a dict
-        return dict(obj)
-    cls = type(obj)
-    if not cls.__module__.startswith("bson"):
-        return _UNSUPPORTED
-    name = cls.__name__
-    if name in ("ObjectId", "Decimal128"):
-        return str(obj)
-    if name == "Timestamp":
-        return {"t": obj.time, "i": obj.inc}
-    if name == "Regex":
-        return {
-            "$regularExpression": {"pattern": str(obj.pattern), "options": _regex_flags(obj.flags)}
-        }
-    if name == "MinKey":
-        return {"$minKey": 1}
-    if name == "MaxKey":
-        return {"$maxKey": 1}
-    if name == "DBRef":
-        return dict(obj.as_doc())
-    if name == "DatetimeMS":
-        try:
-            return _iso(obj.as_datetime())
-        except Exception:  # out of datetime's range; pymongo >= 4.x raises InvalidBSON for it
-            return int(obj)
-    if name == "Int64":
-        return int(obj)
-    return _UNSUPPORTED
+    kind: Any = type(obj)
+    convert = _converter_for(kind)
+    return _UNSUPPORTED if convert is None else convert(obj)
+
+
+@functools.lru_cache(maxsize=256)
+def _converter_for(kind: Any) -> Callable[[Any], Any] | None:
+    """How values of exactly ``kind`` convert, decided once per type rather than by a
+    chain of isinstance tests per value (a memo of a pure function of the type)."""
+    if issubclass(kind, bytes | bytearray | memoryview):  # bson.Binary is a bytes subclass
+        return _base64
+    if issubclass(kind, Decimal | uuid.UUID):
+        return str
+    if issubclass(kind, datetime):
+        return _iso
+    if issubclass(kind, date):
+        return date.isoformat
+    if issubclass(kind, Mapping):  # e.g. RawBSONDocument, which is not a dict
+        return dict
+    if not kind.__module__.startswith("bson"):
+        return None
+    return _BSON_CONVERTERS.get(kind.__name__)
+
+
+def _base64(value: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _datetime_ms(value: Any) -> Any:
+    try:
+        return _iso(value.as_datetime())
+    except Exception:  # out of datetime's range; pymongo >= 4.x raises InvalidBSON for it
+        return int(value)
+
+
+_BSON_CONVERTERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
+    {
+        "ObjectId": str,
+        "Decimal128": str,
+        "Timestamp": lambda ts: {"t": ts.time, "i": ts.inc},
+        "Regex": lambda regex: {
+            "$regularExpression": {
+                "pattern": str(regex.pattern),
+                "options": _regex_flags(regex.flags),
+            }
+        },
+        "MinKey": lambda _: {"$minKey": 1},
+        "MaxKey": lambda _: {"$maxKey": 1},
+        "DBRef": lambda ref: dict(ref.as_doc()),
+        "DatetimeMS": _datetime_ms,
+        "Int64": int,
+    }
+)
+"""pymongo's bson types by class name (pymongo is optional, so not imported here)."""
 
 
 def _regex_flags(flags: int | str) -> str:
