@@ -35,28 +35,15 @@ class JsonLinesSerializer:
         operation, database, collection = checked_head(
             operation, database, collection, cluster_time
         )
-        head = orjson.dumps(
-            {
-                "operation": operation,
-                "database": database,
-                "collection": collection,
-                "cluster_time": cluster_time,
-            },
-            option=_HEAD_OPTIONS,
-        )
-        line = b"".join(
-            (
-                head[:-1],
-                b',"document_key":',
-                dumps(key, "document_key"),
-                b',"full_document":',
-                dumps(full, "full_document"),
-                b',"update_description":',
-                dumps(update, "update_description"),
-                b',"resume_token":',
-                dumps(token, "resume_token"),
-                b"}",
-            )
+        line = line_of(
+            operation,
+            database,
+            collection,
+            cluster_time,
+            dumps(key, "document_key"),
+            dumps(full, "full_document"),
+            dumps(update, "update_description"),
+            dumps(token, "resume_token"),
         )
         return line, len(line) + 1
 
