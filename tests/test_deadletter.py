@@ -21,19 +21,25 @@ from tests.faultproxy import FaultProxy
 from tests.helpers import MakeConfig, ids_in, list_keys, raw_event, raw_events
 
 
+def save_one(directory: Path, bucket: str, key: str) -> bytes:
+    """Save a one-event JSON Lines object as a dead letter; returns its body."""
+    body = b'{"operation":"insert"}\n'
+    save_dead_letter(
+        directory,
+        bucket,
+        key,
+        EncodedObject(body, "application/x-ndjson", None, 1, len(body)),
+        "test",
+    )
+    return body
+
+
 async def test_replay_applies_the_configs_object_options(
     s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
     """A replayed object gets the same encryption, KMS key, storage class, tags and
     checksum as the destination would have given it."""
-    body = b'{"operation":"insert"}\n'
-    save_dead_letter(
-        tmp_path,
-        bucket,
-        "replayed/one.jsonl",
-        EncodedObject(body, "application/x-ndjson", None, 1, len(body)),
-        "test",
-    )
+    save_one(tmp_path, bucket, "replayed/one.jsonl")
     config = s3_endpoint.config(
         bucket,
         create_bucket=False,
@@ -93,14 +99,7 @@ def test_replay_command_line(
 ) -> None:
     """python -m rigatoni_s3 replay DIR uploads saved objects and reports the count."""
 
-    body = b'{"operation":"insert"}\n'
-    save_dead_letter(
-        tmp_path,
-        bucket,
-        "cli/one.jsonl",
-        EncodedObject(body, "application/x-ndjson", None, 1, len(body)),
-        "test",
-    )
+    body = save_one(tmp_path, bucket, "cli/one.jsonl")
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": s3_endpoint.access_key_id,
