@@ -8,9 +8,8 @@ loop, so both can be tested and benchmarked alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from itertools import accumulate
 from typing import Any, cast
 
@@ -126,7 +125,7 @@ class Encoder:
             rejected,
             len(part.rows),
             sum(part.sizes),
-            None if part.last_token is None else part.last_token[1](),
+            None if part.last_token is None else part.last_token[1],
         )
 
     def _encode_decoded(
@@ -157,7 +156,7 @@ class Encoder:
             rejected.sort(key=lambda error: error.index or 0)
         last_token = next(
             (
-                (index, partial(_same, fields.resume_token))
+                (index, fields.resume_token)
                 for index, fields in zip(reversed(kept), reversed(accepted), strict=True)
                 if fields.resume_token is not None
             ),
@@ -233,7 +232,7 @@ class Encoder:
         last_token = None
         if last_span is not None:
             index, document, span = last_span
-            last_token = (index, partial(raw_document, document, span))
+            last_token = (index, raw_document(document, span))
         return _Encoded(kept, partitions, rows, sizes, last_token)
 
     def _encode_one_by_one(
@@ -305,10 +304,6 @@ def raw_document(document: RawBson, span: tuple[int, int]) -> Any:
     return RawBSONDocument(data)
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 @attrs.define
 class _Encoded:
     """Rows of some of a call's events: their positions, partitions, rows and sizes."""
@@ -317,8 +312,8 @@ class _Encoded:
     partitions: list[PartitionKey]
     rows: list[Any]
     sizes: list[int]
-    last_token: tuple[int, Callable[[], Any]] | None
-    """Position of the last event with a resume token, and how to get that token."""
+    last_token: tuple[int, Any] | None
+    """Position and resume token of the last event that has one."""
 
 
 def _merged(first: _Encoded, second: _Encoded) -> _Encoded:
