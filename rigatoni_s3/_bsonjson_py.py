@@ -40,6 +40,11 @@ class RawEnvelope(NamedTuple):
     full_document: bytes | None
     update_description: bytes | None
     resume_token: bytes | None
+    full_document_before_change: bytes | None
+    wall_time_ms: int | None
+    """``wallTime`` in milliseconds since the epoch."""
+    transaction: bytes | None
+    extra: bytes | None
     resume_token_span: tuple[int, int] | None
     """Offsets of ``_id``'s embedded document in the input, when it is one."""
     line: bytes | None = None
@@ -49,13 +54,16 @@ class RawEnvelope(NamedTuple):
 Document = bytes | bytearray | memoryview | Mapping[str, Any]
 """What :func:`convert_batch` takes: raw BSON, or a ``RawBSONDocument``."""
 
-DOCUMENT_FIELDS = (
-    ("documentKey", "document_key"),
-    ("fullDocument", "full_document"),
-    ("updateDescription", "update_description"),
-    ("_id", "resume_token"),
+JSON_FIELDS = (
+    "document_key",
+    "full_document",
+    "update_description",
+    "resume_token",
+    "full_document_before_change",
+    "transaction",
+    "extra",
 )
-"""Top-level fields written as JSON: (BSON name, field name), in envelope order."""
+"""The envelope fields written as JSON, in :class:`RawEnvelope` order."""
 
 _DEEP_ENOUGH = 5 + 7 * MAX_DEPTH
 """The fewest bytes a document nesting more than MAX_DEPTH levels takes: each level
@@ -129,20 +137,27 @@ def convert_one(document: Document, lines: bool = False) -> RawEnvelope | str:
     cluster_ms, increment = _cluster_time(doc.get("clusterTime"))
     json: list[bytes | None] = []
     try:
-        for value, (_, field) in zip(fields[4:], DOCUMENT_FIELDS, strict=True):
+        for value, field in zip(
+            (*fields[4:9], fields.transaction, fields.extra), JSON_FIELDS, strict=True
+        ):
             json.append(None if value is None else dumps(value, field))
     except EventError as exc:
         return str(exc)
+    key, full, update, token, before, transaction, extra = json
     envelope = RawEnvelope(
         str.__str__(fields.operation),
         None if fields.database is None else str.__str__(fields.database),
         None if fields.collection is None else str.__str__(fields.collection),
         cluster_ms,
         increment,
-        json[0],
-        json[1],
-        json[2],
-        json[3],
+        key,
+        full,
+        update,
+        token,
+        before,
+        None if fields.wall_time is None else _milliseconds(fields.wall_time),
+        transaction,
+        extra,
         None if doc.get("_id") is None else _token_span(raw),
     )
     return envelope._replace(line=_line(envelope)) if lines else envelope
@@ -152,20 +167,34 @@ def _line(envelope: RawEnvelope) -> bytes:
     """The JSON Lines row the serializer writes for the envelope's event."""
     from rigatoni_s3.formats.jsonl import line_of
 
-    ms = envelope.cluster_time_ms
     return line_of(
         envelope.operation,
         envelope.database,
         envelope.collection,
-        None if ms is None else _EPOCH + timedelta(milliseconds=ms),
+        _instant(envelope.cluster_time_ms),
         envelope.document_key,
         envelope.full_document,
         envelope.update_description,
         envelope.resume_token,
+        envelope.full_document_before_change,
+        _instant(envelope.wall_time_ms),
+        envelope.cluster_time_increment,
+        envelope.transaction,
+        envelope.extra,
     )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+def _milliseconds(when: datetime) -> int:
+    """Whole milliseconds since the epoch, in exact integer arithmetic."""
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def raw_bytes(document: Document) -> bytes | str:

@@ -196,17 +196,13 @@ class Encoder:
                 partitions.append(partition_at(strategy, envelope.collection, seconds))
                 rows.append(envelope.line)
             else:
-                when: datetime | None = None
-                if ms is not None:
-                    seconds, millis = divmod(ms, 1000)
-                    try:
-                        when = utc_seconds(seconds)
-                    except (OverflowError, ValueError, OSError):
-                        reason = "'clusterTime' is out of range"
-                        rejected.append(InvalidEventError(reason, index=index))
-                        continue
-                    if millis:
-                        when += timedelta(milliseconds=millis)
+                try:
+                    when = _instant(ms, utc_seconds)
+                    wall_time = _instant(envelope.wall_time_ms, utc_seconds)
+                except (OverflowError, ValueError, OSError):
+                    reason = "'clusterTime' or 'wallTime' is out of range"
+                    rejected.append(InvalidEventError(reason, index=index))
+                    continue
                 envelopes.append(
                     new_envelope_row(
                         (
@@ -218,6 +214,11 @@ class Encoder:
                             envelope.full_document,
                             envelope.update_description,
                             envelope.resume_token,
+                            envelope.full_document_before_change,
+                            wall_time,
+                            envelope.cluster_time_increment,
+                            envelope.transaction,
+                            envelope.extra,
                         )
                     )
                 )
@@ -314,6 +315,15 @@ class _Encoded:
     sizes: list[int]
     last_token: tuple[int, Any] | None
     """Position and resume token of the last event that has one."""
+
+
+def _instant(ms: int | None, utc_seconds: UtcSeconds) -> datetime | None:
+    """Milliseconds since the epoch as an aware UTC datetime, sharing whole seconds."""
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    when = utc_seconds(seconds)
+    return when + timedelta(milliseconds=millis) if millis else when
 
 
 def _merged(first: _Encoded, second: _Encoded) -> _Encoded:

@@ -17,14 +17,18 @@ import attrs
 from rigatoni_s3.errors import InvalidEventError
 
 
-def _to_utc(value: datetime | None) -> datetime | None:
+def _to_utc(value: datetime | None, name: str = "cluster_time") -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime):
-        raise InvalidEventError(f"cluster_time must be a datetime, got {type(value).__name__}")
+        raise InvalidEventError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None:  # pymongo decodes BSON dates as naive UTC by default
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def _wall_time_to_utc(value: datetime | None) -> datetime | None:
+    return _to_utc(value, "wall_time")
 
 
 def utc_second(seconds: int) -> datetime:
@@ -74,6 +78,18 @@ class ChangeEvent:
     """When the change happened, aware UTC. Drives the date/hour partitions."""
     resume_token: Any = None
     """The change stream's ``_id``; pass it to ``watch(resume_after=...)`` to resume."""
+    full_document_before_change: Mapping[str, Any] | None = None
+    """The pre-image (``fullDocumentBeforeChange``) when the collection records them."""
+    wall_time: datetime | None = attrs.field(default=None, converter=_wall_time_to_utc)
+    """The server's wall clock at the change (``wallTime``, MongoDB 6.0+), aware UTC."""
+    cluster_time_increment: int | None = None
+    """The increment of the ``clusterTime`` Timestamp: with ``cluster_time`` it orders
+    the events of one second."""
+    transaction: Mapping[str, Any] | None = None
+    """``{"txnNumber": ..., "lsid": {...}}`` of a change made in a transaction."""
+    extra: Mapping[str, Any] | None = None
+    """Every other top-level field of the change document (``to`` of a rename,
+    ``collectionUUID``, fields newer servers add), so none is lost."""
 
     @classmethod
     def from_change_stream(cls, document: Mapping[str, Any]) -> ChangeEvent:
@@ -92,6 +108,30 @@ class EventFields(NamedTuple):
     full_document: Any
     update_description: Any
     resume_token: Any
+    full_document_before_change: Any = None
+    wall_time: datetime | None = None
+    cluster_time_increment: int | None = None
+    transaction: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] | None = None
+
+
+KNOWN_FIELDS = frozenset(
+    (
+        "_id",
+        "operationType",
+        "ns",
+        "clusterTime",
+        "documentKey",
+        "fullDocument",
+        "updateDescription",
+        "fullDocumentBeforeChange",
+        "wallTime",
+        "txnNumber",
+        "lsid",
+    )
+)
+"""Top-level fields of a change document that a column of their own holds; the
+others go to ``extra``."""
 
 
 _new_fields = partial(tuple.__new__, EventFields)
@@ -110,16 +150,23 @@ def fields_of(
             if (database is None or type(database) is str) and (
                 collection is None or type(collection) is str
             ):
+                cluster_time, increment = cluster_time_of(event.get("clusterTime"), utc_second)
+                wall_time = event.get("wallTime")
                 return _new_fields(
                     (
                         operation,
                         database,
                         collection,
-                        cluster_time_of(event.get("clusterTime"), utc_second),
+                        cluster_time,
                         event.get("documentKey"),
                         event.get("fullDocument"),
                         event.get("updateDescription"),
                         event.get("_id"),
+                        event.get("fullDocumentBeforeChange"),
+                        None if wall_time is None else wall_time_of(wall_time),
+                        increment,
+                        transaction_of(event),
+                        extra_of(event),
                     )
                 )
         # Anything unusual takes the checked path below, which names what is wrong.
@@ -134,11 +181,18 @@ def fields_of(
                 event.full_document,
                 event.update_description,
                 event.resume_token,
+                event.full_document_before_change,
+                event.wall_time,
+                event.cluster_time_increment,
+                event.transaction,
+                event.extra,
             )
         )
     if isinstance(event, Mapping):
-        op, db, coll, key, full, update, cluster_time, token = fields_of_raw(event, utc_second)
-        return _new_fields((op, db, coll, cluster_time, key, full, update, token))
+        op, db, coll, key, full, update, cluster_time, token, *rest = fields_of_raw(
+            event, utc_second
+        )
+        return _new_fields((op, db, coll, cluster_time, key, full, update, token, *rest))
     raise InvalidEventError(
         f"expected a ChangeEvent or a change-stream mapping, got {type(event).__name__}"
     )
@@ -146,7 +200,7 @@ def fields_of(
 
 def fields_of_raw(
     doc: Mapping[str, Any], utc_second: Callable[[int], datetime] = utc_second
-) -> tuple[str, str | None, str | None, Any, Any, Any, datetime | None, Any]:
+) -> tuple[Any, ...]:
     """Fields of a raw document in :class:`ChangeEvent` constructor order."""
     operation = doc.get("operationType")
     if not isinstance(operation, str) or not operation:
@@ -160,6 +214,8 @@ def fields_of_raw(
     for name, value in (("ns.db", database), ("ns.coll", collection)):
         if value is not None and not isinstance(value, str):
             raise InvalidEventError(f"'{name}' must be a string, got {type(value).__name__}")
+    cluster_time, increment = cluster_time_of(doc.get("clusterTime"), utc_second)
+    wall_time = doc.get("wallTime")
     return (
         operation,
         database,
@@ -167,34 +223,70 @@ def fields_of_raw(
         doc.get("documentKey"),
         doc.get("fullDocument"),
         doc.get("updateDescription"),
-        cluster_time_of(doc.get("clusterTime"), utc_second),
+        cluster_time,
         doc.get("_id"),
+        doc.get("fullDocumentBeforeChange"),
+        None if wall_time is None else wall_time_of(wall_time),
+        increment,
+        transaction_of(doc),
+        extra_of(doc),
     )
 
 
 def cluster_time_of(
     value: Any, utc_second: Callable[[int], datetime] = utc_second
-) -> datetime | None:
-    """The instant of a ``clusterTime``; ``utc_second`` makes whole seconds into datetimes.
+) -> tuple[datetime | None, int | None]:
+    """The instant of a ``clusterTime`` and its increment; ``utc_second`` makes whole
+    seconds into datetimes.
 
     A BSON Timestamp is (seconds, increment): the increment orders operations within
-    one second and is not a fraction of it, so only the seconds make the time.
-    Extended JSON ``{"$timestamp": {"t": s, "i": n}}`` and datetimes are accepted too.
+    one second and is not a fraction of it, so only the seconds make the time and the
+    increment is kept apart. Extended JSON ``{"$timestamp": {"t": s, "i": n}}`` and
+    datetimes (which have no increment) are accepted too.
     """
     if value is None:
-        return None
+        return None, None
     if isinstance(value, datetime):
-        return _to_utc(value)
+        return _to_utc(value), None
     if type(value) is dict or isinstance(value, Mapping):  # Extended JSON
         timestamp = value.get("$timestamp")
         if type(timestamp) is dict or isinstance(timestamp, Mapping):
             seconds = timestamp.get("t")
             if isinstance(seconds, int):
-                return utc_second(int(seconds))
+                increment = timestamp.get("i")
+                return (
+                    utc_second(int(seconds)),
+                    int(increment) if isinstance(increment, int) else None,
+                )
     else:  # a BSON Timestamp
         seconds = getattr(value, "time", None)
         if isinstance(seconds, int) and hasattr(value, "inc"):
-            return utc_second(int(seconds))
+            increment = value.inc
+            return utc_second(int(seconds)), int(increment) if isinstance(increment, int) else None
     raise InvalidEventError(
         f"'clusterTime' must be a BSON Timestamp or datetime, got {type(value).__name__}"
     )
+
+
+def wall_time_of(value: Any) -> datetime:
+    """``wallTime`` as an aware UTC datetime; pymongo decodes BSON dates as naive UTC."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if type(value).__name__ == "DatetimeMS":  # how pymongo can decode a date datetime cannot hold
+        raise InvalidEventError("'wallTime' is out of range: year outside 1..9999")
+    raise InvalidEventError(f"'wallTime' must be a BSON date, got {type(value).__name__}")
+
+
+def transaction_of(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``txnNumber`` and ``lsid`` of a change made in a transaction, or None outside one."""
+    number, session = doc.get("txnNumber"), doc.get("lsid")
+    if number is None:
+        return None if session is None else {"lsid": session}
+    return {"txnNumber": number} if session is None else {"txnNumber": number, "lsid": session}
+
+
+def extra_of(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The top-level fields no column holds, in document order; None when there are none."""
+    if doc.keys() <= KNOWN_FIELDS:
+        return None
+    return {name: value for name, value in doc.items() if name not in KNOWN_FIELDS}

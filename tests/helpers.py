@@ -112,18 +112,35 @@ def decode_records(key: str, body: bytes) -> list[dict[str, Any]]:
         records = [cast(dict[str, Any], record) for record in fastavro.reader(io.BytesIO(body))]
     else:
         raise ValueError(f"no reader for {key}")
-    documents = ("document_key", "full_document", "update_description", "resume_token")
     for record in records:
-        when = record["cluster_time"]
-        if isinstance(when, str):
-            when = datetime.fromisoformat(when)
-        if isinstance(when, datetime):
-            record["cluster_time"] = when.astimezone(UTC)
+        for field in TIME_COLUMNS:
+            when = record[field]
+            if isinstance(when, str):
+                when = datetime.fromisoformat(when)
+            if isinstance(when, datetime):
+                record[field] = when.astimezone(UTC)
         if not name.endswith(".jsonl"):
-            for field in documents:
+            for field in JSON_COLUMNS:
                 if record[field] is not None:
                     record[field] = json.loads(record[field])
+        increment = record["cluster_time_increment"]
+        if isinstance(increment, str):  # CSV
+            record["cluster_time_increment"] = int(increment)
     return records
+
+
+JSON_COLUMNS = (
+    "document_key",
+    "full_document",
+    "update_description",
+    "resume_token",
+    "full_document_before_change",
+    "transaction",
+    "extra",
+)
+"""Columns holding JSON: parsed by :func:`decode_records` in every format."""
+
+TIME_COLUMNS = ("cluster_time", "wall_time")
 
 
 def read_records(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
@@ -267,6 +284,11 @@ def event(
     full_document: Any = None,
     update_description: Any = None,
     resume_token: Any = None,
+    full_document_before_change: Any = None,
+    wall_time: Any = None,
+    cluster_time_increment: Any = None,
+    transaction: Any = None,
+    extra: Any = None,
 ) -> EventFields:
     """The envelope of one event; by default an insert of ``{"_id": n}``."""
     return EventFields(
@@ -278,6 +300,11 @@ def event(
         {"_id": n, "name": f"user {n}"} if full_document is None else full_document,
         update_description,
         {"_data": f"8263{n:012d}"} if resume_token is None else resume_token,
+        full_document_before_change,
+        wall_time,
+        cluster_time_increment,
+        transaction,
+        extra,
     )
 
 
@@ -357,4 +384,9 @@ ANY_EVENT = st.builds(
     full_document=ANY_VALUE,
     update_description=ANY_VALUE,
     resume_token=ANY_VALUE,
+    full_document_before_change=ANY_VALUE,
+    wall_time=st.none() | st.datetimes(timezones=st.just(UTC)) | st.integers(),
+    cluster_time_increment=st.none() | st.integers(0, 2**32 - 1) | st.booleans() | ANY_TEXT,
+    transaction=st.none() | st.fixed_dictionaries({"txnNumber": st.integers(), "lsid": ANY_VALUE}),
+    extra=st.none() | st.dictionaries(st.text(max_size=5), ANY_VALUE, max_size=3),
 )

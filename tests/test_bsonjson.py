@@ -110,6 +110,14 @@ def oracle(raw: bytes) -> RawEnvelope | None:
         if fields.update_description is None
         else dumps(fields.update_description, "update_description"),
         None if token is None else dumps(token, "resume_token"),
+        None
+        if fields.full_document_before_change is None
+        else dumps(fields.full_document_before_change, "full_document_before_change"),
+        None
+        if fields.wall_time is None
+        else (fields.wall_time.replace(tzinfo=None) - EPOCH) // timedelta(milliseconds=1),
+        None if fields.transaction is None else dumps(fields.transaction, "transaction"),
+        None if fields.extra is None else dumps(fields.extra, "extra"),
         _span(raw) if token is not None else None,
     )
 

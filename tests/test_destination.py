@@ -79,6 +79,11 @@ async def test_records_match_their_input(
         "full_document": event["fullDocument"],
         "update_description": None,
         "resume_token": event["_id"],
+        "full_document_before_change": None,
+        "wall_time": None,
+        "cluster_time_increment": 1,
+        "transaction": None,
+        "extra": None,
     }
     assert records[8]["full_document"]["name"] == "user 8"
 

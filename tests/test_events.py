@@ -46,18 +46,23 @@ def test_from_change_stream_maps_every_field() -> None:
         update_description=RAW["updateDescription"],
         cluster_time=datetime(2025, 1, 15, 10, 0, 0, tzinfo=UTC),
         resume_token={"_data": "826789ABCD000000012B"},
+        cluster_time_increment=7,
     )
 
 
 def test_timestamp_increment_is_not_a_fraction_of_a_second() -> None:
     """Timestamp(t, 7) is second t exactly; the increment only orders operations."""
-    assert cluster_time_of(Timestamp(1736935200, 999)) == datetime(2025, 1, 15, 10, tzinfo=UTC)
+    assert cluster_time_of(Timestamp(1736935200, 999)) == (
+        datetime(2025, 1, 15, 10, tzinfo=UTC),
+        999,
+    )
 
 
 def test_extended_json_timestamp_is_accepted() -> None:
     """Recorded change streams in extended JSON convert the same way."""
-    assert cluster_time_of({"$timestamp": {"t": 1736935200, "i": 3}}) == datetime(
-        2025, 1, 15, 10, tzinfo=UTC
+    assert cluster_time_of({"$timestamp": {"t": 1736935200, "i": 3}}) == (
+        datetime(2025, 1, 15, 10, tzinfo=UTC),
+        3,
     )
 
 
@@ -67,7 +72,77 @@ def test_naive_datetimes_are_utc_and_aware_ones_are_converted() -> None:
         "insert", "d", "c", cluster_time=datetime(2025, 1, 1, 5)
     ).cluster_time == datetime(2025, 1, 1, 5, tzinfo=UTC)
     plus_two = datetime(2025, 1, 1, 7, tzinfo=timezone(timedelta(hours=2)))
-    assert cluster_time_of(plus_two) == datetime(2025, 1, 1, 5, tzinfo=UTC)
+    assert cluster_time_of(plus_two) == (datetime(2025, 1, 1, 5, tzinfo=UTC), None)
+
+
+FULL: dict[str, Any] = {
+    "_id": {"_data": "8267"},
+    "operationType": "rename",
+    "clusterTime": Timestamp(1736935200, 4),
+    "wallTime": datetime(2025, 1, 15, 10, 0, 0, 125000),
+    "ns": {"db": "shop", "coll": "orders"},
+    "to": {"db": "shop", "coll": "archive"},
+    "lsid": {"id": "session", "uid": b"\x01"},
+    "collectionUUID": "uuid",
+    "txnNumber": 12,
+    "operationDescription": {"dropTarget": None},
+    "fullDocumentBeforeChange": {"_id": 1, "state": "old"},
+    "newServerField": None,
+}
+
+
+def test_every_top_level_field_is_kept() -> None:
+    """Pre-image, wall time, increment and transaction get attributes; the rest goes to extra."""
+    event = ChangeEvent.from_change_stream(FULL)
+    assert event.full_document_before_change == {"_id": 1, "state": "old"}
+    assert event.wall_time == datetime(2025, 1, 15, 10, 0, 0, 125000, tzinfo=UTC)
+    assert event.cluster_time_increment == 4
+    assert event.transaction == {"txnNumber": 12, "lsid": {"id": "session", "uid": b"\x01"}}
+    assert event.extra == {
+        "to": {"db": "shop", "coll": "archive"},
+        "collectionUUID": "uuid",
+        "operationDescription": {"dropTarget": None},
+        "newServerField": None,
+    }
+    assert list(event.extra) == ["to", "collectionUUID", "operationDescription", "newServerField"]
+
+
+def test_events_of_known_fields_only_have_no_extra_or_transaction() -> None:
+    """A plain insert has null extra and transaction; a datetime clusterTime has no increment."""
+    event = ChangeEvent.from_change_stream(
+        {"operationType": "insert", "clusterTime": datetime(2025, 1, 1), "documentKey": {"_id": 1}}
+    )
+    assert (event.extra, event.transaction, event.cluster_time_increment) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "transaction"),
+    [
+        ({"lsid": {"id": 1}}, {"lsid": {"id": 1}}),
+        ({"txnNumber": 3}, {"txnNumber": 3}),
+        ({"lsid": {"id": 1}, "txnNumber": 3}, {"txnNumber": 3, "lsid": {"id": 1}}),
+        ({"lsid": None, "txnNumber": None}, None),
+    ],
+)
+def test_transaction_holds_what_is_present_txn_number_first(
+    fields: dict[str, Any], transaction: dict[str, Any] | None
+) -> None:
+    """The transaction object holds txnNumber then lsid, whichever are present and not null."""
+    event = ChangeEvent.from_change_stream({"operationType": "insert", **fields})
+    assert event.transaction == transaction
+    assert event.transaction is None or list(event.transaction) == list(transaction or {})
+
+
+def test_wall_time_must_be_a_date() -> None:
+    """A wallTime that is not a BSON date names the field."""
+    with pytest.raises(InvalidEventError, match="wallTime"):
+        ChangeEvent.from_change_stream({"operationType": "insert", "wallTime": "today"})
+
+
+def test_decoded_dicts_and_change_events_agree_on_every_field() -> None:
+    """fields_of gives the same thirteen fields for the dict and its ChangeEvent."""
+    assert fields_of(FULL) == fields_of(ChangeEvent.from_change_stream(FULL))
+    assert len(fields_of(FULL)) == 13
 
 
 def test_events_without_namespace_are_valid() -> None:

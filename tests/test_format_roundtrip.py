@@ -40,6 +40,7 @@ from rigatoni_s3.testing import S3Endpoint
 from tests.helpers import (
     BSON_DOCUMENT,
     BSON_EXPECTED,
+    JSON_COLUMNS,
     expected_json,
     list_keys,
     read_body,
@@ -68,9 +69,9 @@ PARTITIONING = ds.partitioning(
 
 CSV_TYPES = {name: pa.string() for name in ("operation", "database", "collection")} | {
     "cluster_time": pa.timestamp("us", tz="UTC"),
-    **dict.fromkeys(
-        ("document_key", "full_document", "update_description", "resume_token"), pa.string()
-    ),
+    "wall_time": pa.timestamp("us", tz="UTC"),
+    "cluster_time_increment": pa.int64(),
+    **dict.fromkeys(JSON_COLUMNS, pa.string()),
 }
 """Column types for pyarrow's CSV reader: inferring them per file fails on all-empty columns."""
 
@@ -90,6 +91,7 @@ def _raw(
     *,
     full: Any = None,
     update: Any = None,
+    **more: Any,
 ) -> dict[str, Any]:
     ns: dict[str, Any] = {"db": "shop"}
     if collection is not None:
@@ -106,7 +108,7 @@ def _raw(
         doc["fullDocument"] = full
     if update is not None:
         doc["updateDescription"] = update
-    return doc
+    return doc | more
 
 
 def change_events() -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -131,10 +133,33 @@ def change_events() -> list[tuple[dict[str, Any], dict[str, Any]]]:
         _raw(6, "insert", WEIRD, T0 + timedelta(hours=1, minutes=30), full={"nan": float("nan")}),
         _raw(7, "dropDatabase", None, T0 + timedelta(minutes=59, seconds=59)),
     ]
-    pairs = [(raw, _expected(raw)) for raw in plain]
+    newer = [
+        _raw(
+            11,
+            "update",
+            "users",
+            T0 + timedelta(minutes=20),
+            update={"updatedFields": {"name": "new"}, "removedFields": []},
+            fullDocumentBeforeChange={"_id": 11, "name": "old"},
+            wallTime=T0 + timedelta(minutes=20, milliseconds=250),
+            txnNumber=4,
+            lsid={"id": "6c7a0f4e-session", "uid": "c2hh"},
+        ),
+        _raw(
+            12,
+            "rename",
+            "users",
+            T0 + timedelta(minutes=40),
+            wallTime=T0 + timedelta(minutes=40),
+            to={"db": "shop", "coll": "archive"},
+            operationDescription={"to": {"db": "shop", "coll": "archive"}, "dropTarget": None},
+            newServerField=[1, None, {"x": "y"}],
+        ),
+    ]
     bson = _raw(8, "insert", "users", T0 + timedelta(hours=1, minutes=2), full=BSON_DOCUMENT)
+    pairs = [(raw, _expected(raw)) for raw in plain]
     pairs.append((bson, _expected(bson) | {"full_document": BSON_EXPECTED}))
-    return pairs
+    return pairs + [(raw, _expected(raw)) for raw in newer]
 
 
 def _expected(raw: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +173,30 @@ def _expected(raw: dict[str, Any]) -> dict[str, Any]:
         "full_document": expected_json(raw.get("fullDocument")),
         "update_description": expected_json(raw.get("updateDescription")),
         "resume_token": raw["_id"],
+        "full_document_before_change": expected_json(raw.get("fullDocumentBeforeChange")),
+        "wall_time": raw.get("wallTime"),
+        "cluster_time_increment": raw["clusterTime"]["$timestamp"]["i"],
+        "transaction": expected_json(
+            {name: raw[name] for name in ("txnNumber", "lsid") if name in raw} or None
+        ),
+        "extra": expected_json({name: raw[name] for name in raw if name not in KNOWN} or None),
     }
+
+
+KNOWN = {
+    "_id",
+    "operationType",
+    "ns",
+    "clusterTime",
+    "documentKey",
+    "fullDocument",
+    "updateDescription",
+    "fullDocumentBeforeChange",
+    "wallTime",
+    "txnNumber",
+    "lsid",
+}
+"""Top-level fields the envelope has a column for."""
 
 
 def _token(record: dict[str, Any]) -> str:
@@ -406,17 +454,23 @@ async def test_polars_reads_every_format(
             frames.append(pl.read_avro(io.BytesIO(body)))
     frame = pl.concat(frames).sort("resume_token")
     expected = sorted((e for _, e in pairs), key=_token)
-    assert frame.columns[:8] == list(expected[0])
+    assert frame.columns == list(expected[0])
     assert frame["operation"].to_list() == [e["operation"] for e in expected]
     assert frame["collection"].to_list() == [e["collection"] for e in expected]
-    times = frame["cluster_time"].to_list()
+    for column in ("cluster_time", "wall_time"):
+        times = frame[column].to_list()
+        if fmt is CSV:
+            times = [None if t is None else datetime.fromisoformat(t) for t in times]
+        assert times == [e[column] for e in expected]
+    increments = frame["cluster_time_increment"].to_list()
     if fmt is CSV:
-        times = [datetime.fromisoformat(t) for t in times]
-    assert times == [e["cluster_time"] for e in expected]
+        increments = [int(i) for i in increments]
+    assert increments == [e["cluster_time_increment"] for e in expected]
     import json
 
-    fulls = [None if v is None else json.loads(v) for v in frame["full_document"].to_list()]
-    assert fulls == [e["full_document"] for e in expected]
+    for column in JSON_COLUMNS:
+        values = [None if v is None else json.loads(v) for v in frame[column].to_list()]
+        assert values == [e[column] for e in expected], column
 
 
 @pytest.mark.parametrize("compression", list(Compression))
@@ -540,3 +594,109 @@ def test_generated_documents_round_trip_through_s3(
         for r in read_records(s3_client, bucket, key)
     ]
     assert sorted(found, key=_token) == [_expected(raw) for raw in raws]
+
+
+# -- files of the eight-column envelope beside newer ones -----------------------------------
+
+OLD_SCHEMA = pa.schema(
+    [
+        pa.field("operation", pa.string(), nullable=False),
+        pa.field("database", pa.string()),
+        pa.field("collection", pa.string()),
+        pa.field("cluster_time", pa.timestamp("us", tz="UTC")),
+        *(
+            pa.field(name, pa.string())
+            for name in ("document_key", "full_document", "update_description", "resume_token")
+        ),
+    ]
+)
+"""The Parquet schema written before the last five envelope columns existed."""
+
+
+def _old_file(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    """Upload one Parquet object of the old eight columns; return its record as read back."""
+    record = {
+        "operation": "insert",
+        "database": "shop",
+        "collection": "users",
+        "cluster_time": T0 + timedelta(minutes=1),
+        "document_key": '{"_id":100}',
+        "full_document": '{"_id":100,"name":"from before"}',
+        "update_description": None,
+        "resume_token": '{"_data":"8263000000000100"}',
+    }
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([record], schema=OLD_SCHEMA), sink)
+    client.put_object(Bucket=bucket, Key=key, Body=sink.getvalue())
+    return record
+
+
+async def test_old_and_new_parquet_files_read_together(
+    make_config: Callable[..., S3Config],
+    s3_client: Any,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """A prefix holding eight-column and thirteen-column files reads as one table: the old
+    rows hold null in the new columns (pyarrow dataset with the new schema, DuckDB
+    union_by_name)."""
+    from rigatoni_s3.formats.parquet import SCHEMA
+
+    pairs = change_events()
+    config = make_config(
+        prefix="cdc", format=PARQUET, compression=Compression.ZSTD, key_strategy=HIVE
+    )
+    await _write(config, [raw for raw, _ in pairs])
+    old_key = "cdc/collection=users/year=2025/month=01/day=15/hour=10/old.parquet"
+    old = _old_file(s3_client, bucket, old_key)
+    new_columns = [name for name in SCHEMA.names if name not in OLD_SCHEMA.names]
+    assert new_columns == [
+        "full_document_before_change",
+        "wall_time",
+        "cluster_time_increment",
+        "transaction",
+        "extra",
+    ]
+
+    root = _download(s3_client, bucket, "cdc/", tmp_path)
+    dataset = ds.dataset(root, format="parquet", schema=SCHEMA)
+    table = dataset.to_table().sort_by("resume_token")
+    assert table.num_rows == len(pairs) + 1
+    rows = {row["resume_token"]: row for row in table.to_pylist()}
+    was = rows[old["resume_token"]]
+    assert {name: was[name] for name in OLD_SCHEMA.names} == old
+    assert all(was[name] is None for name in new_columns)
+    renamed = next(e for _, e in pairs if e["operation"] == "rename")
+    again = next(r for r in rows.values() if r["operation"] == "rename")
+    assert again["wall_time"] == renamed["wall_time"]
+    assert again["cluster_time_increment"] == renamed["cluster_time_increment"]
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    found = con.execute(
+        f"""
+        SELECT resume_token ->> '$._data' AS token, wall_time, cluster_time_increment,
+               transaction ->> '$.txnNumber' AS txn, extra ->> '$.to.coll' AS renamed_to,
+               full_document_before_change ->> '$.name' AS before
+        FROM read_parquet('{root}/**/*.parquet', union_by_name = true)
+        ORDER BY token
+        """
+    ).fetchall()
+    expected = sorted(
+        [e for _, e in pairs] + [{"resume_token": {"_data": "8263000000000100"}}],
+        key=_token,
+    )
+    assert [
+        (token, wall, increment, txn, to, before)
+        for token, wall, increment, txn, to, before in found
+    ] == [
+        (
+            e["resume_token"]["_data"],
+            e.get("wall_time"),
+            e.get("cluster_time_increment"),
+            None if not e.get("transaction") else str(e["transaction"]["txnNumber"]),
+            ((e.get("extra") or {}).get("to") or {}).get("coll"),
+            (e.get("full_document_before_change") or {}).get("name"),
+        )
+        for e in expected
+    ]

@@ -31,6 +31,7 @@ from tests.helpers import (
     BSON_DOCUMENT,
     BSON_EXPECTED,
     DOCUMENTS_ST,
+    JSON_COLUMNS,
     LONE_SURROGATE,
     OID,
     Int64,
@@ -58,8 +59,13 @@ COLUMNS = [
     "full_document",
     "update_description",
     "resume_token",
+    "full_document_before_change",
+    "wall_time",
+    "cluster_time_increment",
+    "transaction",
+    "extra",
 ]
-DOCUMENTS = ("document_key", "full_document", "update_description", "resume_token")
+DOCUMENTS = JSON_COLUMNS
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -221,11 +227,13 @@ def test_avro_sync_marker_differs_between_batches() -> None:
 
 
 def test_parquet_schema_types() -> None:
-    """Parquet stores cluster_time as timestamp[us, UTC] and every other column as string."""
+    """Parquet stores the times as timestamp[us, UTC], the increment as int64, the rest as string."""
     schema = pq.read_schema(io.BytesIO(write(PARQUET, [event()])))
     assert schema.field("cluster_time").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("wall_time").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("cluster_time_increment").type == pa.int64()
     for name in COLUMNS:
-        if name != "cluster_time":
+        if name not in ("cluster_time", "wall_time", "cluster_time_increment"):
             assert schema.field(name).type == pa.string(), name
     assert not schema.field("operation").nullable
     assert all(schema.field(name).nullable for name in COLUMNS[1:])
@@ -304,9 +312,12 @@ def test_avro_schema_is_embedded() -> None:
     assert schema["name"] == "rigatoni_s3.ChangeEvent"
     fields = {f["name"]: f["type"] for f in schema["fields"]}
     assert fields["operation"] == "string"
-    assert fields["cluster_time"] == ["null", {"type": "long", "logicalType": "timestamp-micros"}]
+    timestamp = ["null", {"type": "long", "logicalType": "timestamp-micros"}]
+    assert fields["cluster_time"] == timestamp
+    assert fields["wall_time"] == timestamp
+    assert fields["cluster_time_increment"] == ["null", "long"]
     for name in COLUMNS[1:]:
-        if name != "cluster_time":
+        if name not in ("cluster_time", "wall_time", "cluster_time_increment"):
             assert fields[name] == ["null", "string"], name
 
 
@@ -361,17 +372,31 @@ def test_csv_layout() -> None:
             event(1, cluster_time=BASE_TIME),
             EventFields("delete", "shop", "users", when, {"_id": 2}, None, None, None),
             EventFields("dropDatabase", "shop", None, None, None, None, None, {"_data": "82"}),
+            event(
+                3,
+                full_document_before_change={"_id": 3},
+                wall_time=when,
+                cluster_time_increment=7,
+                transaction={"txnNumber": 1},
+                extra={"to": {"db": "a"}},
+            ),
         ],
     ).decode()
     lines = body.split("\r\n")
     assert lines[0] == ",".join(COLUMNS)
     assert lines[1] == (
         'insert,shop,users,2025-01-15T10:00:00Z,"{""_id"":1}",'
-        '"{""_id"":1,""name"":""user 1""}",,"{""_data"":""8263000000000001""}"'
+        '"{""_id"":1,""name"":""user 1""}",,"{""_data"":""8263000000000001""}",,,,,'
     )
-    assert lines[2] == 'delete,shop,users,2025-01-15T10:00:00.250000Z,"{""_id"":2}",,,'
-    assert lines[3] == 'dropDatabase,shop,,,,,,"{""_data"":""82""}"'
-    assert lines[4] == ""
+    assert lines[2] == 'delete,shop,users,2025-01-15T10:00:00.250000Z,"{""_id"":2}",,,,,,,,'
+    assert lines[3] == 'dropDatabase,shop,,,,,,"{""_data"":""82""}",,,,,'
+    assert lines[4] == (
+        'insert,shop,users,2025-01-15T10:00:00Z,"{""_id"":3}",'
+        '"{""_id"":3,""name"":""user 3""}",,"{""_data"":""8263000000000003""}",'
+        '"{""_id"":3}",2025-01-15T10:00:00.250000Z,7,"{""txnNumber"":1}",'
+        '"{""to"":{""db"":""a""}}"'
+    )
+    assert lines[5] == ""
 
 
 def test_csv_cluster_time_is_converted_to_utc() -> None:

@@ -17,6 +17,11 @@ def test_envelope_has_every_field_in_order() -> None:
         "full_document",
         "update_description",
         "resume_token",
+        "full_document_before_change",
+        "wall_time",
+        "cluster_time_increment",
+        "transaction",
+        "extra",
     ]
     assert parsed["cluster_time"] == "2025-01-15T10:00:00Z"
     assert parsed["full_document"] == {"name": "Ada"}

@@ -31,6 +31,13 @@ class EnvelopeRow(NamedTuple):
     full_document: bytes | None
     update_description: bytes | None
     resume_token: bytes | None
+    full_document_before_change: bytes | None
+    wall_time: datetime | None
+    """Aware UTC."""
+    cluster_time_increment: int | None
+    transaction: bytes | None
+    """JSON, like ``extra``."""
+    extra: bytes | None
 
 
 new_envelope_row = partial(tuple.__new__, EnvelopeRow)
@@ -39,10 +46,20 @@ new_envelope_row = partial(tuple.__new__, EnvelopeRow)
 ENVELOPE_COLUMNS: tuple[str, ...] = EnvelopeRow._fields
 """Column order of every format."""
 
-DOCUMENT_COLUMNS = ENVELOPE_COLUMNS[4:]
+JSON_COLUMNS = (
+    "document_key",
+    "full_document",
+    "update_description",
+    "resume_token",
+    "full_document_before_change",
+    "transaction",
+    "extra",
+)
+"""The columns that hold JSON, in the order :func:`envelope_rows` writes them."""
 
-_ROW_OVERHEAD = 16
-"""Bytes a row costs beyond its text: the 8-byte timestamp, offsets or separators."""
+_ROW_OVERHEAD = 32
+"""Bytes a row costs beyond its text: the two timestamps, the increment, offsets or
+separators."""
 
 
 def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
@@ -51,24 +68,33 @@ def envelope_row(event: EventFields) -> tuple[EnvelopeRow, int]:
     Raises :class:`~rigatoni_s3.errors.SerializationError` naming the field when a
     value cannot be stored: a missing or non-string ``operation``, a non-string
     ``database``/``collection``, a string that is not valid UTF-8 (lone surrogates),
-    or a document value with no JSON mapping.
+    a time that is not a datetime, or a document value with no JSON mapping.
     """
-    operation, database, collection, cluster_time, key, full, update, token = event
+    operation, database, collection, cluster_time, *documents = event
     operation, database, collection = checked_head(operation, database, collection, cluster_time)
-    key_json = None if key is None else kept(dumps(key, "document_key"))
-    full_json = None if full is None else kept(dumps(full, "full_document"))
-    update_json = None if update is None else kept(dumps(update, "update_description"))
-    token_json = None if token is None else kept(dumps(token, "resume_token"))
+    key, full, update, token, before, wall_time, increment, transaction, extra = documents
+    increment = checked_tail(wall_time, increment)
+    key, full, update, token, before, transaction, extra = (
+        None if value is None else kept(dumps(value, column))
+        for value, column in zip(
+            (key, full, update, token, before, transaction, extra), JSON_COLUMNS, strict=True
+        )
+    )
     row = new_envelope_row(
         (
             operation,
             database,
             collection,
             cluster_time,
-            key_json,
-            full_json,
-            update_json,
-            token_json,
+            key,
+            full,
+            update,
+            token,
+            before,
+            wall_time,
+            increment,
+            transaction,
+            extra,
         )
     )
     return row, envelope_size(row)
@@ -84,6 +110,9 @@ def envelope_size(row: EnvelopeRow) -> int:
         row.full_document,
         row.update_description,
         row.resume_token,
+        row.full_document_before_change,
+        row.transaction,
+        row.extra,
     ):
         if part is not None:
             size += len(part)
@@ -98,47 +127,60 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
     documents: list[Any] = []
     extend = documents.extend
     heads = []
-    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
-        events
-    ):
+    for (
+        operation,
+        database,
+        collection,
+        cluster_time,
+        key,
+        full,
+        update,
+        token,
+        before,
+        wall_time,
+        increment,
+        transaction,
+        extra,
+    ) in with_gil_breaks(events):
         operation, database, collection = checked_head(
             operation, database, collection, cluster_time
         )
-        heads.append((operation, database, collection, cluster_time))
-        extend((key, full, update, token))
+        increment = checked_tail(wall_time, increment)
+        heads.append((operation, database, collection, cluster_time, wall_time, increment))
+        extend((key, full, update, token, before, transaction, extra))
+    width = len(JSON_COLUMNS)
     pieces = dumps_many(
         documents,
         [1 if document is None else 0 for document in documents],
-        lambda i: dumps(documents[i], DOCUMENT_COLUMNS[i % 4]),
+        lambda i: dumps(documents[i], JSON_COLUMNS[i % width]),
     )
+    json: list[bytes | None] = [None if piece == b"null" else piece for piece in pieces]
     rows: list[EnvelopeRow] = []
     sizes: list[int] = []
-    each = iter(pieces)
-    for head, key_json, full_json, update_json, token_json in zip(
-        heads, each, each, each, each, strict=True
+    each = iter(json)
+    for head, key, full, update, token, before, transaction, extra in zip(
+        heads, each, each, each, each, each, each, each, strict=True
     ):
-        documents_json = (
-            None if key_json == b"null" else key_json,
-            None if full_json == b"null" else full_json,
-            None if update_json == b"null" else update_json,
-            None if token_json == b"null" else token_json,
+        operation, database, collection, cluster_time, wall_time, increment = head
+        row = new_envelope_row(
+            (
+                operation,
+                database,
+                collection,
+                cluster_time,
+                key,
+                full,
+                update,
+                token,
+                before,
+                wall_time,
+                increment,
+                transaction,
+                extra,
+            )
         )
-        operation, database, collection, _ = head
-        size = (
-            _ROW_OVERHEAD
-            + len(operation)
-            + len(key_json)
-            + len(full_json)
-            + len(update_json)
-            + len(token_json)
-            - 4 * documents_json.count(None)  # a null document takes no room
-        )
-        if database is not None:
-            size += len(database)
-        if collection is not None:
-            size += len(collection)
-        rows.append(new_envelope_row((*head, *documents_json)))
-        sizes.append(size)
+        rows.append(row)
+        sizes.append(envelope_size(row))
     return rows, sizes
 
 
@@ -161,6 +203,22 @@ def checked_head(
             f"must be a datetime, got {type(cluster_time).__name__}", field="cluster_time"
         )
     return operation, database, collection
+
+
+def checked_tail(wall_time: Any, increment: Any) -> int | None:
+    """The increment as an exact ``int``; raises SerializationError naming ``wall_time``
+    or ``cluster_time_increment`` when it is not a datetime or an integer."""
+    if wall_time is not None and not isinstance(wall_time, datetime):
+        raise SerializationError(
+            f"must be a datetime, got {type(wall_time).__name__}", field="wall_time"
+        )
+    if increment is None or type(increment) is int:
+        return increment
+    if isinstance(increment, int) and not isinstance(increment, bool):
+        return int(increment)
+    raise SerializationError(
+        f"must be an integer, got {type(increment).__name__}", field="cluster_time_increment"
+    )
 
 
 def _checked_text(value: Any, field: str) -> str:

@@ -10,8 +10,15 @@ The record is ``rigatoni_s3.ChangeEvent``::
     full_document       ["null", "string"]   JSON text
     update_description  ["null", "string"]   JSON text
     resume_token        ["null", "string"]   JSON text
+    full_document_before_change  ["null", "string"]   JSON text
+    wall_time           ["null", {"type": "long", "logicalType": "timestamp-micros"}]
+    cluster_time_increment       ["null", "long"]
+    transaction         ["null", "string"]   JSON text
+    extra               ["null", "string"]   JSON text
 
-Every optional field defaults to null, so a reader schema may add or drop fields.
+Every optional field defaults to null, so a reader schema may add or drop fields:
+a reader holding the schema of the first eight fields reads newer files, and one
+holding the newer schema reads old files with nulls in the last five.
 The configured compression is the container's block codec (GZIP → ``deflate``,
 ZSTD → ``zstandard``); the file is never wrapped, because Avro readers expect the
 container header at byte 0. The same rows always give the same bytes.
@@ -60,6 +67,11 @@ SCHEMA: dict[str, Any] = {
         _optional("full_document", "string", "The document after the change, JSON."),
         _optional("update_description", "string", "Fields an update changed, JSON."),
         _optional("resume_token", "string", "Change-stream resume token, JSON."),
+        _optional("full_document_before_change", "string", "The document before the change, JSON."),
+        _optional("wall_time", _TIMESTAMP, "The server's wall clock at the change, UTC."),
+        _optional("cluster_time_increment", "long", "Orders the changes of one cluster_time."),
+        _optional("transaction", "string", "txnNumber and lsid of a transaction, JSON."),
+        _optional("extra", "string", "Top-level fields no other field holds, JSON."),
     ],
 }
 assert tuple(field["name"] for field in SCHEMA["fields"]) == ENVELOPE_COLUMNS
@@ -153,10 +165,22 @@ def _check_codec(codec: str) -> None:
 
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
     # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
-    # cluster_time stays a datetime: fastavro turns aware datetimes into epoch microseconds.
-    for operation, database, collection, cluster_time, key, full, update, token in with_gil_breaks(
-        rows
-    ):
+    # The times stay datetimes: fastavro turns aware datetimes into epoch microseconds.
+    for (
+        operation,
+        database,
+        collection,
+        cluster_time,
+        key,
+        full,
+        update,
+        token,
+        before,
+        wall_time,
+        increment,
+        transaction,
+        extra,
+    ) in with_gil_breaks(rows):
         yield {
             "operation": operation,
             "database": database,
@@ -166,4 +190,9 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
             "full_document": None if full is None else full.decode(),
             "update_description": None if update is None else update.decode(),
             "resume_token": None if token is None else token.decode(),
+            "full_document_before_change": None if before is None else before.decode(),
+            "wall_time": wall_time,
+            "cluster_time_increment": increment,
+            "transaction": None if transaction is None else transaction.decode(),
+            "extra": None if extra is None else extra.decode(),
         }

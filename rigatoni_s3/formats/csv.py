@@ -1,9 +1,11 @@
 """CSV (RFC 4180) with a header row; documents as JSON text in their cells.
 
 Columns, in order: ``operation, database, collection, cluster_time, document_key,
-full_document, update_description, resume_token``. ``cluster_time`` is ISO-8601 UTC
-(``2025-01-15T10:00:00Z``, with ``.ffffff`` when there are microseconds); documents
-hold the same JSON as JSON Lines writes. Null is an empty field. Fields with a comma,
+full_document, update_description, resume_token, full_document_before_change,
+wall_time, cluster_time_increment, transaction, extra``. ``cluster_time`` and
+``wall_time`` are ISO-8601 UTC (``2025-01-15T10:00:00Z``, with ``.ffffff`` when there
+are microseconds), ``cluster_time_increment`` a decimal integer; documents hold the
+same JSON as JSON Lines writes. Null is an empty field. Fields with a comma,
 a quote, CR or LF are quoted and inner quotes doubled, by the standard ``csv`` module;
 lines end with CRLF and the text is UTF-8 without a byte-order mark.
 
@@ -68,14 +70,36 @@ class CsvSerializer:
 def _quoting(row: EnvelopeRow) -> int:
     """Bytes CSV adds to the documents: two enclosing quotes, and each inner one doubled."""
     extra = 0
-    for document in (row.document_key, row.full_document, row.update_description, row.resume_token):
+    for document in (
+        row.document_key,
+        row.full_document,
+        row.update_description,
+        row.resume_token,
+        row.full_document_before_change,
+        row.transaction,
+        row.extra,
+    ):
         if document is not None:
             extra += 2 + document.count(_QUOTE)
     return extra
 
 
-def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | None, ...]]:
-    for operation, database, collection, cluster_time, key, full, update, token in rows:
+def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | int | None, ...]]:
+    for (
+        operation,
+        database,
+        collection,
+        cluster_time,
+        key,
+        full,
+        update,
+        token,
+        before,
+        wall_time,
+        increment,
+        transaction,
+        extra,
+    ) in rows:
         yield (
             operation,
             database,
@@ -85,4 +109,9 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | None, ...]]:
             None if full is None else full.decode(),
             None if update is None else update.decode(),
             None if token is None else token.decode(),
+            None if before is None else before.decode(),
+            None if wall_time is None else iso_utc(wall_time),
+            increment,
+            None if transaction is None else transaction.decode(),
+            None if extra is None else extra.decode(),
         )

@@ -11,7 +11,7 @@ import orjson
 
 from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.events import EventFields
-from rigatoni_s3.formats._envelope import EnvelopeRow, checked_head
+from rigatoni_s3.formats._envelope import EnvelopeRow, checked_head, checked_tail
 from rigatoni_s3.formats._json import dumps, dumps_many
 
 _HEAD_OPTIONS = orjson.OPT_UTC_Z
@@ -31,7 +31,8 @@ class JsonLinesSerializer:
 
     def encode_event(self, event: EventFields) -> tuple[bytes, int]:
         """The event's line and its size; raises SerializationError naming the field."""
-        operation, database, collection, cluster_time, key, full, update, token = event
+        operation, database, collection, cluster_time, *rest = event
+        key, full, update, token, before, wall_time, increment, transaction, extra = rest
         operation, database, collection = checked_head(
             operation, database, collection, cluster_time
         )
@@ -44,6 +45,11 @@ class JsonLinesSerializer:
             dumps(full, "full_document"),
             dumps(update, "update_description"),
             dumps(token, "resume_token"),
+            dumps(before, "full_document_before_change"),
+            wall_time,
+            checked_tail(wall_time, increment),
+            dumps(transaction, "transaction"),
+            dumps(extra, "extra"),
         )
         return line, len(line) + 1
 
@@ -53,15 +59,31 @@ class JsonLinesSerializer:
         envelopes: list[Any] = []
         append = envelopes.append
         for event in with_gil_breaks(events):
-            operation, database, collection, cluster_time, key, full, update, token = event
+            (
+                operation,
+                database,
+                collection,
+                cluster_time,
+                key,
+                full,
+                update,
+                token,
+                before,
+                wall_time,
+                increment,
+                transaction,
+                extra,
+            ) = event
             if not (
                 type(operation) is str
                 and (database is None or type(database) is str)
                 and (collection is None or type(collection) is str)
                 and (cluster_time is None or type(cluster_time) is datetime)
+                and (wall_time is None or type(wall_time) is datetime)
+                and (increment is None or type(increment) is int)
             ):
-                # Unusual but maybe valid (str or datetime subclasses): encoded alone.
-                # A string orjson cannot write (a lone surrogate) fails the whole call.
+                # Unusual but maybe valid (str, int or datetime subclasses): encoded
+                # alone. A string orjson cannot write (a lone surrogate) fails the call.
                 append(orjson.Fragment(self.encode_event(event)[0]))
                 continue
             append(
@@ -74,6 +96,11 @@ class JsonLinesSerializer:
                     "full_document": full,
                     "update_description": update,
                     "resume_token": token,
+                    "full_document_before_change": before,
+                    "wall_time": wall_time,
+                    "cluster_time_increment": increment,
+                    "transaction": transaction,
+                    "extra": extra,
                 }
             )
         lines = dumps_many(
@@ -102,6 +129,11 @@ def line_of(
     full_document: bytes | None,
     update_description: bytes | None,
     resume_token: bytes | None,
+    full_document_before_change: bytes | None,
+    wall_time: datetime | None,
+    cluster_time_increment: int | None,
+    transaction: bytes | None,
+    extra: bytes | None,
 ) -> bytes:
     """The line of a checked envelope whose documents are JSON already."""
     head = orjson.dumps(
@@ -124,6 +156,16 @@ def line_of(
             b"null" if update_description is None else update_description,
             b',"resume_token":',
             b"null" if resume_token is None else resume_token,
+            b',"full_document_before_change":',
+            b"null" if full_document_before_change is None else full_document_before_change,
+            b',"wall_time":',
+            orjson.dumps(wall_time, option=_HEAD_OPTIONS),
+            b',"cluster_time_increment":',
+            b"null" if cluster_time_increment is None else b"%d" % cluster_time_increment,
+            b',"transaction":',
+            b"null" if transaction is None else transaction,
+            b',"extra":',
+            b"null" if extra is None else extra,
             b"}",
         )
     )

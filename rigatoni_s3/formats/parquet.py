@@ -1,23 +1,30 @@
 """Apache Parquet through pyarrow: one row group per 128 Ki events, compression per column.
 
-=====================  ===========================  ============================
-column                 Parquet type                 Arrow type
-=====================  ===========================  ============================
-operation              BYTE_ARRAY (STRING) required string, dictionary-encoded
-database               BYTE_ARRAY (STRING)          string, dictionary-encoded
-collection             BYTE_ARRAY (STRING)          string, dictionary-encoded
-cluster_time           INT64 TIMESTAMP(MICROS, UTC) timestamp[us, tz=UTC]
-document_key           BYTE_ARRAY (STRING)          string (JSON)
-full_document          BYTE_ARRAY (STRING)          string (JSON)
-update_description     BYTE_ARRAY (STRING)          string (JSON)
-resume_token           BYTE_ARRAY (STRING)          string (JSON)
-=====================  ===========================  ============================
+===========================  ============================  ==========================
+column                       Parquet type                  Arrow type
+===========================  ============================  ==========================
+operation                    BYTE_ARRAY (STRING) required  string, dictionary-encoded
+database                     BYTE_ARRAY (STRING)           string, dictionary-encoded
+collection                   BYTE_ARRAY (STRING)           string, dictionary-encoded
+cluster_time                 INT64 TIMESTAMP(MICROS, UTC)  timestamp[us, tz=UTC]
+document_key                 BYTE_ARRAY (STRING)           string (JSON)
+full_document                BYTE_ARRAY (STRING)           string (JSON)
+update_description           BYTE_ARRAY (STRING)           string (JSON)
+resume_token                 BYTE_ARRAY (STRING)           string (JSON)
+full_document_before_change  BYTE_ARRAY (STRING)           string (JSON)
+wall_time                    INT64 TIMESTAMP(MICROS, UTC)  timestamp[us, tz=UTC]
+cluster_time_increment       INT64                         int64
+transaction                  BYTE_ARRAY (STRING)           string (JSON)
+extra                        BYTE_ARRAY (STRING)           string (JSON)
+===========================  ============================  ==========================
 
 Every column but ``operation`` is optional (nullable). The configured compression
 is the column codec, so the file is never wrapped in gzip/zstd: readers need the
 Parquet footer at the end of a plain file. Min/max statistics are written for the
-small columns (not for ``full_document`` and ``update_description``, whose
-statistics would only bloat the footer).
+small columns (not for the documents, ``transaction`` and ``extra``, whose statistics
+would only bloat the footer). Files written before the last five columns existed
+read together with newer ones when the reader unifies schemas by name (pyarrow
+datasets, DuckDB's ``union_by_name``): the old files' rows hold null there.
 """
 
 from __future__ import annotations
@@ -53,6 +60,11 @@ SCHEMA = pa.schema(
         pa.field("full_document", pa.string()),
         pa.field("update_description", pa.string()),
         pa.field("resume_token", pa.string()),
+        pa.field("full_document_before_change", pa.string()),
+        pa.field("wall_time", pa.timestamp("us", tz="UTC")),
+        pa.field("cluster_time_increment", pa.int64()),
+        pa.field("transaction", pa.string()),
+        pa.field("extra", pa.string()),
     ]
 )
 assert tuple(SCHEMA.names) == ENVELOPE_COLUMNS
@@ -69,6 +81,8 @@ STATISTICS_COLUMNS = [
     "cluster_time",
     "document_key",
     "resume_token",
+    "wall_time",
+    "cluster_time_increment",
 ]
 
 _CODECS: dict[Compression, tuple[str, int | None]] = {
