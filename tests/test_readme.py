@@ -411,7 +411,8 @@ def test_python_block_runs_against_the_test_server(
 # Unmarked SQL blocks are DuckDB queries: the data each one reads, and what it must return.
 SQL_DATA: dict[str, tuple[SerializationFormat, Compression]] = {
     "duckdb#1": (SerializationFormat.PARQUET, Compression.ZSTD),
-    "duckdb#2": (SerializationFormat.CSV, Compression.GZIP),
+    "duckdb#2": (SerializationFormat.PARQUET, Compression.ZSTD),
+    "duckdb#3": (SerializationFormat.CSV, Compression.GZIP),
 }
 
 
