@@ -51,7 +51,9 @@ class Deliveries:
         retry_pause: float,
         running: Callable[[], bool],
         executor: Executor,
+        on_written: Callable[[PartitionBuffer, EncodedObject], None] | None = None,
     ) -> None:
+        """``on_written`` sees each object just written, before its events settle."""
         self._buffers = buffers
         self._progress = progress
         self._flusher = flusher
@@ -61,6 +63,7 @@ class Deliveries:
         self._retry_pause = retry_pause
         self._running = running
         self._executor = executor
+        self._on_written = on_written
         self._failed: list[PartitionBuffer] = []
         self._pending_error: DeliveryError | None = None
         self._dead_letters: list[tuple[int, UploadError]] = []
@@ -83,6 +86,8 @@ class Deliveries:
         counters.bytes_uploaded += len(obj.body)
         counters.bytes_uploaded_raw += obj.raw_bytes
         counters.latencies.append(latency)
+        if self._on_written is not None:
+            self._on_written(buffer, obj)
         self._done(buffer)
         log.debug(
             "object written",

@@ -32,6 +32,8 @@ class DeliveryProgress:
         self._last = 0
         self.durable_ticket = 0
         self.durable_resume_token: Any = None
+        self.last_resume_token: Any = None
+        """Resume token of the newest accepted event that has one, durable or not."""
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._on_durable = on_durable
 
@@ -45,6 +47,8 @@ class DeliveryProgress:
         ticket = _Ticket(self._last, events, resume_token)
         self._tickets[ticket.number] = ticket
         self._order.append(ticket)
+        if resume_token is not None:
+            self.last_resume_token = resume_token
         self._advance()
         return ticket.number
 

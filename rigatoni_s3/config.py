@@ -228,6 +228,87 @@ def _check_checksum(_: object, __: attrs.Attribute[str | None], value: str | Non
         )
 
 
+_IDENTIFIER_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+def _check_table(_: object, __: attrs.Attribute[str], value: str) -> None:
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) < 2 or not all(_IDENTIFIER_PART_RE.match(part) for part in parts):
+        raise ConfigError(
+            "iceberg.table",
+            f"{value!r} must be 'namespace.table' (letters, digits, '_' and '-'; "
+            "a namespace may have several levels)",
+        )
+
+
+def _check_name(name: str) -> Callable[[object, attrs.Attribute[str], str], None]:
+    def check(_: object, __: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not _IDENTIFIER_PART_RE.match(value):
+            raise ConfigError(name, f"{value!r} must be letters, digits, '_' and '-'")
+
+    return check
+
+
+def _check_catalog(
+    _: object, __: attrs.Attribute[Mapping[str, str]], value: Mapping[str, str]
+) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ConfigError(
+                "iceberg.catalog", f"properties are strings, as load_catalog takes them: {key!r}"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class IcebergConfig:
+    """Register every Parquet object with an Apache Iceberg table (needs the ``iceberg`` extra).
+
+    Objects are committed in batches; each commit's snapshot summary carries the
+    consumer's resume token, so the table and the checkpoint move together. See
+    :mod:`rigatoni_s3.iceberg`.
+    """
+
+    catalog: Mapping[str, str] = attrs.field(converter=dict, validator=_check_catalog, repr=False)
+    """Catalog properties as ``pyiceberg.catalog.load_catalog(name, **properties)`` takes
+    them, e.g. ``{"type": "sql", "uri": "sqlite:///catalog.db"}``. ``s3.*`` properties
+    that are missing come from the destination (endpoint, region, path style, keys)."""
+    table: str = attrs.field(validator=_check_table)
+    """``namespace.table``; created (with its namespace) at start if missing."""
+    catalog_name: str = attrs.field(
+        default="default", validator=_check_name("iceberg.catalog_name")
+    )
+    """The name given to ``load_catalog`` (it picks a section of ``~/.pyiceberg.yaml``)."""
+    consumer: str = attrs.field(default="default", validator=_check_name("iceberg.consumer"))
+    """A stable name for this stream's position; consumers sharing a table keep apart tokens."""
+    commit_interval: float = attrs.field(
+        default=60.0, validator=_positive("iceberg.commit_interval")
+    )
+    """Seconds between commits while events arrive."""
+    commit_max_files: int = attrs.field(
+        default=1000, validator=_positive("iceberg.commit_max_files")
+    )
+    """A commit starts early once this many objects wait for one."""
+    location: str | None = None
+    """Where a table created here keeps its metadata. None: the catalog's ``warehouse``
+    if it has one, else ``s3://{bucket}/{prefix}/_iceberg/{namespace}/{table}``."""
+
+    @property
+    def identifier(self) -> tuple[str, ...]:
+        """The table identifier as pyiceberg takes it: namespace levels, then the name."""
+        return tuple(self.table.split("."))
+
+
+def _to_iceberg(value: Any) -> IcebergConfig | None:
+    if value is None or isinstance(value, IcebergConfig):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return IcebergConfig(**value)
+        except TypeError as exc:
+            raise ConfigError("iceberg", str(exc)) from exc
+    raise ConfigError("iceberg", f"must be an IcebergConfig or None, got {type(value).__name__}")
+
+
 def _check_writer_id(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not (isinstance(value, str) and _WRITER_ID_RE.match(value)):
         raise ConfigError(
@@ -322,6 +403,8 @@ class S3Config:
     """Integrity check sent with each upload: ``CRC32``, ``CRC32C``, ``SHA1``, ``SHA256``,
     ``CRC64NVME``, or ``MD5`` (Content-MD5, for servers without the newer checksums).
     None uses botocore's default (CRC32 where the server supports it)."""
+    iceberg: IcebergConfig | None = attrs.field(default=None, converter=_to_iceberg)
+    """Commit the objects to an Apache Iceberg table (Parquet only); see :class:`IcebergConfig`."""
 
     def __attrs_post_init__(self) -> None:
         if self.sse_kms_key_id is not None and not (self.server_side_encryption or "").startswith(
@@ -338,6 +421,8 @@ class S3Config:
                 f"({self.max_batch_bytes}) must not exceed max_buffer_bytes ({self.max_buffer_bytes})",
             )
         _check_extras(self.format, self.compression)
+        if self.iceberg is not None:
+            _check_iceberg(self)
 
     @staticmethod
     def builder() -> S3ConfigBuilder:
@@ -350,7 +435,28 @@ _EXTRA_FOR_MODULE = {
     "fastavro": "avro",
     "zstandard": "zstd",
     "backports.zstd": "avro",
+    "pyiceberg": "iceberg",
 }
+
+
+def _check_iceberg(config: S3Config) -> None:
+    """An Iceberg table holds Parquet files, and only what a commit made part of it."""
+    if config.format is not SerializationFormat.PARQUET:
+        raise ConfigError(
+            "iceberg",
+            f"needs format=PARQUET (Iceberg tables hold Parquet files), got {config.format.name}",
+        )
+    if config.dead_letter_dir is not None:
+        raise ConfigError(
+            "dead_letter_dir",
+            "cannot be used with iceberg: a saved object is not in the table, so no commit "
+            "could move the resume token past it",
+        )
+    if _module_missing("pyiceberg"):
+        raise ConfigError(
+            "iceberg",
+            "pyiceberg is not installed; install it with: pip install 'rigatoni-s3[iceberg]'",
+        )
 
 
 def _check_extras(fmt: SerializationFormat, compression: Compression) -> None:
@@ -475,6 +581,14 @@ class S3ConfigBuilder:
 
     def checksum_algorithm(self, value: str | None) -> Self:
         return self._set("checksum_algorithm", value)
+
+    def iceberg(self, value: IcebergConfig | None = None, /, **options: Any) -> Self:
+        """Commit to an Iceberg table: an :class:`IcebergConfig`, or its fields as keywords."""
+        if options:
+            if value is not None:
+                raise ConfigError("iceberg", "give an IcebergConfig or keywords, not both")
+            return self._set("iceberg", options)
+        return self._set("iceberg", value)
 
     def build(self) -> S3Config:
         """Validate and return the config; raises :class:`~rigatoni_s3.errors.ConfigError`."""

@@ -12,6 +12,8 @@ The life of an event, top to bottom in this file:
    (conditional, retried), then settle delivery progress and release its memory.
 5. ``flush`` seals everything and waits for the progress to catch up; ``close``
    does the same and shuts down.
+6. With Iceberg, written objects are staged and committed to the table at cuts
+   (``flush``, every ``commit_interval``): there, durable means committed.
 
 A failed upload never drops its events: the buffer is kept and tried again by the
 next ``flush``/``close`` or a background round (or saved to ``dead_letter_dir``),
@@ -30,7 +32,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aioboto3
 
@@ -55,6 +57,9 @@ from rigatoni_s3.events import ChangeEvent
 from rigatoni_s3.formats import serializer_for
 from rigatoni_s3.keys import file_name, object_key
 from rigatoni_s3.stats import Counters, DestinationStats
+
+if TYPE_CHECKING:
+    from rigatoni_s3.iceberg._committer import Committer
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,8 @@ class S3Destination:
             codec_for(config.compression),
             config.key_strategy,
         )
-        self._progress = DeliveryProgress(config.on_durable)
+        # With Iceberg the upload progress only feeds the committer, which reports durability.
+        self._progress = DeliveryProgress(None if config.iceberg else config.on_durable)
         self._buffers = BufferSet(
             max_batch_events=config.max_batch_events,
             max_batch_bytes=config.max_batch_bytes,
@@ -111,6 +117,13 @@ class S3Destination:
             on_sealed=self._on_sealed,
         )
         self._counters = Counters()
+        self._committer: Committer | None = None
+        if config.iceberg is not None:
+            from rigatoni_s3.iceberg._committer import Committer
+
+            self._committer = Committer(
+                config, self.writer_id, self._progress, self._buffers.seal_all, self._counters
+            )
         self._flusher = Flusher(self._deliver, config.max_concurrent_uploads, self._on_crash)
         self._deliveries = Deliveries(
             buffers=self._buffers,
@@ -122,6 +135,7 @@ class S3Destination:
             retry_pause=config.retry_max_delay,
             running=lambda: self._state is _State.RUNNING,
             executor=self._executor,
+            on_written=self._committer.stage if self._committer else None,
         )
         self._objects_sealed = 0
         self._state = _State.NEW
@@ -171,7 +185,11 @@ class S3Destination:
             try:
                 if self.config.check_conditional_writes:
                     await self._check_conditional_writes(uploader)
+                if self._committer is not None:
+                    await self._committer.start()
             except BaseException:
+                if self._committer is not None:
+                    await self._committer.stop()
                 await self._stack.aclose()
                 raise
             self._uploader = uploader
@@ -288,6 +306,10 @@ class S3Destination:
     async def flush(self) -> None:
         """Return once every event accepted before this call is durably in S3.
 
+        With Iceberg, once they are also committed to the table (one commit for all);
+        raises :class:`~rigatoni_s3.errors.CommitError` if the commit fails, the
+        objects staying in S3 for the next commit.
+
         Buffers are sealed regardless of their thresholds, and objects that failed
         before are tried again; an object whose attempts began before this call gets a
         fresh round. Raises the :class:`~rigatoni_s3.errors.DeliveryError` of an object
@@ -297,11 +319,14 @@ class S3Destination:
         if self._state is _State.NEW:
             return
         target = self._progress.last_ticket
+        resume_token = self._progress.last_resume_token
         self._buffers.seal_all()
         self._deliveries.flush_requested(asyncio.get_running_loop().time())
         await self._progress.wait_for(target)
         self._deliveries.flushed()
         self._deliveries.raise_dead_lettered()
+        if self._committer is not None:
+            await self._committer.commit_through(target, resume_token)
 
     async def close(self) -> None:
         """Drain everything and release the client. Idempotent.
@@ -327,11 +352,16 @@ class S3Destination:
         finally:
             self._deliveries.stop()
             await self._flusher.stop()
+            if self._committer is not None:
+                await self._committer.stop()
             await self._stack.aclose()
             self._shut_executor()
             self._state = _State.CLOSED
             self._closed.set()
         if failure is not None:
+            uncommitted = self._committer.undelivered(failure) if self._committer else None
+            if uncommitted is not None and not self._deliveries.undelivered:
+                raise uncommitted from failure
             undelivered = self._deliveries.undelivered
             if not undelivered:  # everything is safe, some of it only on local disk
                 raise failure
@@ -369,10 +399,26 @@ class S3Destination:
     def durable_resume_token(self) -> Any:
         """Resume token of the newest event that, with every event accepted before it, is safe.
 
-        Safe means written to S3, or saved to ``dead_letter_dir`` when one is configured.
-        Checkpoint this value to resume a change stream without losing events.
+        Safe means written to S3, or saved to ``dead_letter_dir`` when one is configured;
+        with Iceberg, committed to the table. Checkpoint this value to resume a change
+        stream without losing events.
         """
+        if self._committer is not None:
+            return self._committer.durable_resume_token
         return self._progress.durable_resume_token
+
+    async def committed_resume_token(self) -> Any:
+        """With Iceberg: this consumer's resume token in its newest commit, read from the table.
+
+        None for a table this consumer never committed to. Resuming the change stream
+        right after it re-reads only events that no commit holds: each lands in the
+        table once. Raises :class:`~rigatoni_s3.errors.CatalogError` if the catalog
+        cannot be read.
+        """
+        if self._committer is None:
+            raise RuntimeError("committed_resume_token needs an Iceberg table (S3Config.iceberg)")
+        await self.start()
+        return await self._committer.committed_resume_token()
 
     def _raise_if_unwritable(self) -> None:
         if self._state in (_State.CLOSING, _State.CLOSED):
@@ -380,3 +426,5 @@ class S3Destination:
                 "the destination is closed; create a new one to write more"
             )
         self._deliveries.raise_unreported()
+        if self._committer is not None:
+            self._committer.raise_unreported()

@@ -18,9 +18,11 @@
         │   ├── ObjectConflictError         the key already holds different content
         │   └── RetriesExhaustedError       transient failures outlasted max_retries
         ├── DeadLetteredError               objects were saved to dead_letter_dir instead
-        └── UndeliveredError                close() could not deliver everything
+        ├── UndeliveredError                close() could not deliver everything
+        └── CatalogError                    the Iceberg catalog failed a request; carries table, attempts
+            └── CommitError                 objects are in S3 but not yet in the table
 
-Library errors (botocore, aiohttp) are translated at the boundary and kept as
+Library errors (botocore, aiohttp, pyiceberg and its catalogs' clients) are translated at the boundary and kept as
 ``__cause__``. Messages never contain credentials or event payloads.
 """
 
@@ -205,6 +207,45 @@ class UndeliveredError(DeliveryError):
         first = f" First failure: {failures[0]}" if failures else ""
         super().__init__(
             f"{events} event(s) in {objects} object(s) were not delivered.{detail}{first}"
+        )
+
+
+class CatalogError(DeliveryError):
+    """The Iceberg catalog could not be reached, or refused a request, after retries.
+
+    Attributes: ``table`` (``namespace.table``), ``attempts`` and ``reason``. The
+    catalog's own error is ``__cause__``.
+    """
+
+    def __init__(self, table: str, attempts: int, reason: str) -> None:
+        self.table = table
+        self.attempts = attempts
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return f"Iceberg table {self.table}: {self.reason} (after {self.attempts} attempt(s))"
+
+
+class CommitError(CatalogError):
+    """Uploaded objects could not be committed to the Iceberg table.
+
+    The objects stay in S3 and stay pending: the next commit (the next interval,
+    ``flush()`` or ``close()``) includes them, so nothing is lost while the process
+    lives. ``objects`` and ``events`` count what waits; ``durable_resume_token``
+    has not moved past them.
+    """
+
+    def __init__(self, table: str, attempts: int, reason: str, objects: int, events: int) -> None:
+        self.objects = objects
+        self.events = events
+        super().__init__(table, attempts, reason)
+
+    def _message(self) -> str:
+        return (
+            f"could not commit {self.objects} object(s) ({self.events} events) to Iceberg table "
+            f"{self.table} after {self.attempts} attempt(s): {self.reason}. They stay in S3 "
+            "and are committed by the next successful commit."
         )
 
 

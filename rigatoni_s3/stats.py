@@ -47,6 +47,16 @@ class DestinationStats:
     """Objects whose upload exhausted its retries or failed for good (each time)."""
     upload_latency: LatencySummary | None
     """None until the first object is written."""
+    commits: int = 0
+    """Iceberg snapshots made (0 without Iceberg)."""
+    objects_committed: int = 0
+    """Objects made part of the Iceberg table."""
+    events_committed: int = 0
+    """Events in those objects: with Iceberg, what is durable."""
+    commit_retries: int = 0
+    """Commit attempts made again: after a conflict with another writer, or a failure."""
+    commit_latency: LatencySummary | None = None
+    """Seconds per successful Iceberg commit (the attempt that landed); None until one."""
 
 
 @attrs.define
@@ -63,6 +73,11 @@ class Counters:
     retries: int = 0
     failures: int = 0
     latencies: deque[float] = attrs.Factory(lambda: deque(maxlen=LATENCY_WINDOW))
+    commits: int = 0
+    objects_committed: int = 0
+    events_committed: int = 0
+    commit_retries: int = 0
+    commit_latencies: deque[float] = attrs.Factory(lambda: deque(maxlen=LATENCY_WINDOW))
 
     def snapshot(self, bytes_buffered: int) -> DestinationStats:
         done = self.events_uploaded + self.events_dead_lettered
@@ -79,6 +94,11 @@ class Counters:
             retries=self.retries,
             failures=self.failures,
             upload_latency=_summary(list(self.latencies)),
+            commits=self.commits,
+            objects_committed=self.objects_committed,
+            events_committed=self.events_committed,
+            commit_retries=self.commit_retries,
+            commit_latency=_summary(list(self.commit_latencies)),
         )
 
 
