@@ -259,6 +259,12 @@ def _check_catalog(
             )
 
 
+def _to_properties(value: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("iceberg.catalog", f"must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
 @attrs.frozen(kw_only=True)
 class IcebergConfig:
     """Register every Parquet object with an Apache Iceberg table (needs the ``iceberg`` extra).
@@ -268,7 +274,9 @@ class IcebergConfig:
     :mod:`rigatoni_s3.iceberg`.
     """
 
-    catalog: Mapping[str, str] = attrs.field(converter=dict, validator=_check_catalog, repr=False)
+    catalog: Mapping[str, str] = attrs.field(
+        converter=_to_properties, validator=_check_catalog, repr=False
+    )
     """Catalog properties as ``pyiceberg.catalog.load_catalog(name, **properties)`` takes
     them, e.g. ``{"type": "sql", "uri": "sqlite:///catalog.db"}``. ``s3.*`` properties
     that are missing come from the destination (endpoint, region, path style, keys)."""

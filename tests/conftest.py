@@ -82,3 +82,32 @@ def make_proxied_config(
         return attrs.evolve(config, endpoint_url=fault_proxy.url)
 
     return make
+
+
+@pytest.fixture
+def catalog_uri(tmp_path: Any) -> str:
+    """A SQL catalog on SQLite in this test's temporary directory (for Iceberg tests)."""
+    return f"sqlite:///{tmp_path}/catalog.db"
+
+
+@pytest.fixture
+def make_iceberg_config(
+    make_config: Callable[..., S3Config], catalog_uri: str
+) -> Callable[..., S3Config]:
+    """Parquet config for the test bucket that commits to ``cdc.events`` in the test catalog.
+
+    ``iceberg=`` keywords override IcebergConfig fields; the others go to S3Config.
+    """
+    from rigatoni_s3.config import IcebergConfig
+
+    def make(iceberg: dict[str, Any] | None = None, **options: Any) -> S3Config:
+        settings: dict[str, Any] = {
+            "catalog": {"type": "sql", "uri": catalog_uri},
+            "table": "cdc.events",
+            **(iceberg or {}),
+        }
+        options.setdefault("format", "parquet")
+        options.setdefault("prefix", "events")
+        return make_config(iceberg=IcebergConfig(**settings), **options)
+
+    return make

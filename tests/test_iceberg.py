@@ -1,0 +1,427 @@
+"""Iceberg tables: what the destination commits, and what readers then see.
+
+Everything runs against the embedded S3 server, with a SQL catalog on SQLite in the
+test's temporary directory. Readers are pyiceberg, Polars and DuckDB (through pyiceberg).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import load_catalog
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
+from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+
+from rigatoni_s3 import KeyGenerationStrategy, S3Config, S3Destination
+from rigatoni_s3.config import IcebergConfig
+from rigatoni_s3.errors import ConfigError
+from rigatoni_s3.testing import S3Endpoint
+from tests.helpers import BASE_TIME, raw_event
+
+IcebergConfigs = Callable[..., S3Config]
+
+
+def open_table(endpoint: S3Endpoint, catalog_uri: str) -> Table:
+    """The table as an independent pyiceberg reader loads it."""
+    catalog = load_catalog(
+        "default",
+        type="sql",
+        uri=catalog_uri,
+        **{
+            "s3.endpoint": endpoint.url,
+            "s3.region": endpoint.region,
+            "s3.access-key-id": endpoint.access_key_id,
+            "s3.secret-access-key": endpoint.secret_access_key,
+        },
+    )
+    return catalog.load_table("cdc.events")
+
+
+def stream(count: int, start: int = 0) -> list[dict[str, Any]]:
+    """Events over three collections and two hours: ids and tokens numbered from ``start``."""
+    assert count > 0
+    collections = ("users", "orders", "items")
+    return [
+        raw_event(n, collections[n % 3], BASE_TIME + timedelta(seconds=(n - start) * 7200 // count))
+        for n in range(start, start + count)
+    ]
+
+
+def ids_in(table: Table) -> Counter[int]:
+    rows = table.scan(selected_fields=("document_key",)).to_arrow().column("document_key")
+    return Counter(json.loads(key)["_id"] for key in rows.to_pylist())
+
+
+async def test_every_event_lands_once_with_its_types(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """pyiceberg reads each event once, with timestamptz, long and string columns."""
+    events = stream(600)
+    async with S3Destination(make_iceberg_config()) as destination:
+        for first in range(0, 600, 100):
+            await destination.write_batch(events[first : first + 100])
+        await destination.flush()
+        assert destination.durable_resume_token == events[-1]["_id"]
+    table = open_table(s3_endpoint, catalog_uri)
+    assert ids_in(table) == Counter(range(600))
+    schema = table.schema()
+    assert schema.find_field("operation").required
+    assert isinstance(schema.find_field("cluster_time").field_type, TimestamptzType)
+    assert isinstance(schema.find_field("wall_time").field_type, TimestamptzType)
+    assert isinstance(schema.find_field("cluster_time_increment").field_type, LongType)
+    assert isinstance(schema.find_field("full_document").field_type, StringType)
+    rows = table.scan(row_filter="document_key == '{\"_id\":7}'").to_arrow().to_pylist()
+    assert len(rows) == 1
+    seconds = events[7]["clusterTime"]["$timestamp"]["t"]
+    assert rows[0]["cluster_time"] == datetime.fromtimestamp(seconds, UTC)
+    assert json.loads(rows[0]["full_document"])["name"] == "user 7"
+    summary = table.current_snapshot().summary  # type: ignore[union-attr]
+    assert summary is not None
+    assert summary["rigatoni-s3.consumer"] == "default"
+    assert summary["rigatoni-s3.writer-id"] == destination.writer_id
+    assert json.loads(str(summary["rigatoni-s3.resume-token"])) == events[-1]["_id"]
+
+
+async def test_polars_and_duckdb_read_the_table(
+    make_iceberg_config: IcebergConfigs,
+    s3_endpoint: S3Endpoint,
+    catalog_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Polars' scan_iceberg and DuckDB over pyiceberg's scan see every event once."""
+    import polars as pl
+
+    async with S3Destination(make_iceberg_config()) as destination:
+        await destination.write_batch(stream(300))
+    table = open_table(s3_endpoint, catalog_uri)
+    monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # the planner plugin is optional
+    frame = (
+        pl.scan_iceberg(
+            table,
+            storage_options={
+                "aws_endpoint_url": s3_endpoint.url,
+                "aws_region": s3_endpoint.region,
+                "aws_access_key_id": s3_endpoint.access_key_id,
+                "aws_secret_access_key": s3_endpoint.secret_access_key,
+                "aws_allow_http": "true",
+            },
+        )
+        .filter(pl.col("collection") == "users")
+        .collect()
+    )
+    assert frame.height == 100
+    assert frame.schema["cluster_time"] == pl.Datetime("us", "UTC")
+    assert sorted(json.loads(key)["_id"] for key in frame["document_key"]) == list(range(0, 300, 3))
+    connection = table.scan().to_duckdb("events")
+    assert connection.execute(
+        "SELECT count(*), count(DISTINCT document_key) FROM events"
+    ).fetchall() == [(300, 300)]
+
+
+async def test_filters_prune_partitions(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """A filter on collection or on cluster_time plans only the files of matching partitions."""
+    async with S3Destination(make_iceberg_config()) as destination:
+        await destination.write_batch(stream(600))
+    table = open_table(s3_endpoint, catalog_uri)
+    everything = list(table.scan().plan_files())
+    assert len(everything) == 6  # three collections in two hours
+    users = list(table.scan(row_filter="collection == 'users'").plan_files())
+    assert len(users) == 2
+    assert all("/users/" in task.file.file_path for task in users)
+    second_hour = BASE_TIME + timedelta(hours=1)
+    late = list(table.scan(row_filter=f"cluster_time >= '{second_hour.isoformat()}'").plan_files())
+    assert len(late) == 3
+    assert all("/2025/01/15/11/" in task.file.file_path for task in late)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "transforms"),
+    [
+        (KeyGenerationStrategy.HIVE_PARTITIONED, ["identity", "hour"]),
+        (KeyGenerationStrategy.DATE_HOUR_PARTITIONED, ["identity", "hour"]),
+        (KeyGenerationStrategy.DATE_PARTITIONED, ["identity", "day"]),
+        (KeyGenerationStrategy.COLLECTION_BASED, ["identity"]),
+        (KeyGenerationStrategy.FLAT, []),
+    ],
+)
+async def test_the_table_is_partitioned_like_the_keys(
+    make_iceberg_config: IcebergConfigs,
+    s3_endpoint: S3Endpoint,
+    catalog_uri: str,
+    strategy: KeyGenerationStrategy,
+    transforms: list[str],
+) -> None:
+    """A table created at start has the partition spec of the key strategy, and reads back."""
+    async with S3Destination(make_iceberg_config(key_strategy=strategy)) as destination:
+        await destination.write_batch(stream(60))
+    table = open_table(s3_endpoint, catalog_uri)
+    assert [str(field.transform) for field in table.spec().fields] == transforms
+    assert ids_in(table) == Counter(range(60))
+
+
+async def test_durable_means_committed(make_iceberg_config: IcebergConfigs) -> None:
+    """Uploaded objects do not move durable_resume_token or call on_durable; the commit does."""
+    seen: list[Any] = []
+    config = make_iceberg_config(
+        max_batch_events=10, on_durable=seen.append, iceberg={"commit_interval": 3600}
+    )
+    events = [raw_event(n) for n in range(50)]
+    async with S3Destination(config) as destination:
+        await destination.write_batch(events)
+        while destination.stats().objects_written < 5:
+            await asyncio.sleep(0.01)
+        assert destination.durable_resume_token is None
+        assert seen == []
+        assert destination.stats().commits == 0
+        await destination.flush()
+        assert destination.durable_resume_token == events[-1]["_id"]
+        assert seen == [events[-1]["_id"]]
+        assert await destination.committed_resume_token() == events[-1]["_id"]
+        stats = destination.stats()
+    assert (stats.commits, stats.objects_committed, stats.events_committed) == (1, 5, 50)
+    assert stats.objects_written == 5
+    assert stats.commit_latency is not None
+    assert stats.commit_latency.count == 1
+
+
+async def test_commits_happen_every_commit_interval(make_iceberg_config: IcebergConfigs) -> None:
+    """Without flush(), the background round commits what was written."""
+    config = make_iceberg_config(iceberg={"commit_interval": 0.05})
+    events = stream(40)
+    async with S3Destination(config) as destination:
+        await destination.write_batch(events)
+        for _ in range(500):
+            if destination.durable_resume_token is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert destination.durable_resume_token == events[-1]["_id"]
+        assert destination.stats().events_committed == 40
+
+
+async def test_commit_max_files_starts_a_commit_early(
+    make_iceberg_config: IcebergConfigs,
+) -> None:
+    """Once commit_max_files objects wait, a commit starts before the interval is over."""
+    config = make_iceberg_config(
+        max_batch_events=10, iceberg={"commit_interval": 3600, "commit_max_files": 3}
+    )
+    events = [raw_event(n) for n in range(35)]
+    async with S3Destination(config) as destination:
+        await destination.write_batch(events)
+        for _ in range(500):
+            if destination.stats().commits:
+                break
+            await asyncio.sleep(0.01)
+        stats = destination.stats()
+        # the cut seals the open buffer too: every event so far is in the commit
+        assert (stats.commits, stats.events_committed) == (1, 35)
+        assert destination.durable_resume_token == events[-1]["_id"]
+
+
+async def test_each_consumer_reads_its_own_token(make_iceberg_config: IcebergConfigs) -> None:
+    """Consumers sharing a table keep their tokens apart; a new one has none."""
+    first, second = stream(30), stream(30, start=1000)
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        await destination.write_batch(first)
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "crm"})) as destination:
+        await destination.write_batch(second)
+        assert await destination.committed_resume_token() is None  # nothing committed yet
+        await destination.flush()
+        assert await destination.committed_resume_token() == second[-1]["_id"]
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        assert await destination.committed_resume_token() == first[-1]["_id"]
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "new"})) as destination:
+        assert await destination.committed_resume_token() is None
+
+
+def _old_table(
+    catalog_uri: str, s3_endpoint: S3Endpoint, bucket: str, schema: Schema, spec: PartitionSpec
+) -> None:
+    """A table made by someone else, before this destination starts."""
+    catalog = load_catalog(
+        "default",
+        type="sql",
+        uri=catalog_uri,
+        **{
+            "s3.endpoint": s3_endpoint.url,
+            "s3.region": s3_endpoint.region,
+            "s3.access-key-id": s3_endpoint.access_key_id,
+            "s3.secret-access-key": s3_endpoint.secret_access_key,
+        },
+    )
+    catalog.create_namespace_if_not_exists("cdc")
+    catalog.create_table(
+        "cdc.events", schema, location=f"s3://{bucket}/tables/cdc", partition_spec=spec
+    )
+
+
+EIGHT_COLUMNS = [
+    NestedField(1, "operation", StringType(), required=True),
+    NestedField(2, "database", StringType()),
+    NestedField(3, "collection", StringType()),
+    NestedField(4, "cluster_time", TimestamptzType()),
+    NestedField(5, "document_key", StringType()),
+    NestedField(6, "full_document", StringType()),
+    NestedField(7, "update_description", StringType()),
+    NestedField(8, "resume_token", StringType()),
+]
+HOURLY = PartitionSpec(
+    PartitionField(3, 1000, IdentityTransform(), "collection"),
+    PartitionField(4, 1001, HourTransform(), "cluster_time_hour"),
+)
+
+
+async def test_an_older_table_gains_the_new_columns(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str, bucket: str
+) -> None:
+    """A table of the eight-column envelope (plus a column of its own) is evolved and written."""
+    schema = Schema(*EIGHT_COLUMNS, NestedField(9, "note", StringType()))
+    _old_table(catalog_uri, s3_endpoint, bucket, schema, HOURLY)
+    async with S3Destination(make_iceberg_config()) as destination:
+        await destination.write_batch(stream(30))
+    table = open_table(s3_endpoint, catalog_uri)
+    names = [field.name for field in table.schema().fields]
+    assert names[:9] == [field.name for field in schema.fields]
+    assert names[9:] == [
+        "full_document_before_change",
+        "wall_time",
+        "cluster_time_increment",
+        "transaction",
+        "extra",
+    ]
+    rows = table.scan().to_arrow()
+    assert rows.num_rows == 30
+    assert rows.column("note").null_count == 30
+    assert rows.schema.field("wall_time").type == pa.timestamp("us", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("columns", "spec", "strategy", "named"),
+    [
+        (
+            [*EIGHT_COLUMNS[:3], NestedField(4, "cluster_time", StringType()), *EIGHT_COLUMNS[4:]],
+            PartitionSpec(),
+            KeyGenerationStrategy.FLAT,
+            "column 'cluster_time' is string in the table, timestamptz in our objects",
+        ),
+        (
+            [*EIGHT_COLUMNS, NestedField(9, "tenant", StringType(), required=True)],
+            PartitionSpec(),
+            KeyGenerationStrategy.FLAT,
+            "required column 'tenant' is not written by rigatoni-s3",
+        ),
+        (
+            EIGHT_COLUMNS,
+            HOURLY,
+            KeyGenerationStrategy.DATE_PARTITIONED,
+            "partition field 'cluster_time_hour' (hour) is finer than the objects of key_strategy DATE_PARTITIONED",
+        ),
+    ],
+)
+async def test_an_incompatible_table_fails_at_start(
+    make_iceberg_config: IcebergConfigs,
+    s3_endpoint: S3Endpoint,
+    catalog_uri: str,
+    bucket: str,
+    columns: list[NestedField],
+    spec: PartitionSpec,
+    strategy: KeyGenerationStrategy,
+    named: str,
+) -> None:
+    """start() raises ConfigError naming what differs, and writes nothing to the table."""
+    _old_table(catalog_uri, s3_endpoint, bucket, Schema(*columns), spec)
+    destination = S3Destination(make_iceberg_config(key_strategy=strategy))
+    with pytest.raises(ConfigError, match=r"^iceberg\.table: ") as caught:
+        await destination.start()
+    assert named in str(caught.value)
+    await destination.close()
+    assert open_table(s3_endpoint, catalog_uri).current_snapshot() is None
+
+
+def test_a_day_partitioned_table_takes_hourly_objects() -> None:
+    """A coarser time partition than the keys' is compatible; the value is the object's day."""
+    from rigatoni_s3.formats.parquet import SCHEMA
+    from rigatoni_s3.iceberg._schema import check_table, partition_value, table_schema
+    from rigatoni_s3.keys import partition_of
+
+    ours = table_schema(SCHEMA)
+    daily = PartitionSpec(PartitionField(4, 1000, DayTransform(), "cluster_time_day"))
+    table = Schema(*EIGHT_COLUMNS)
+    missing = check_table(table, daily, ours, KeyGenerationStrategy.HIVE_PARTITIONED)
+    assert [field.name for field in missing][:2] == ["full_document_before_change", "wall_time"]
+    partition = partition_of(KeyGenerationStrategy.HIVE_PARTITIONED, "users", BASE_TIME, BASE_TIME)
+    days = (BASE_TIME - datetime(1970, 1, 1, tzinfo=UTC)).days
+    assert partition_value(table, daily, partition, has_time=True)[0] == days
+    assert partition_value(table, daily, partition, has_time=False)[0] is None
+
+
+def test_iceberg_needs_parquet_and_no_dead_letters(make_config: Callable[..., S3Config]) -> None:
+    """Iceberg with another format, or with dead_letter_dir, fails when the config is built."""
+    iceberg = IcebergConfig(catalog={"type": "sql", "uri": "sqlite://"}, table="cdc.events")
+    with pytest.raises(ConfigError, match=r"^iceberg: needs format=PARQUET"):
+        make_config(format="json", iceberg=iceberg)
+    with pytest.raises(ConfigError, match=r"^dead_letter_dir: cannot be used with iceberg"):
+        make_config(format="parquet", iceberg=iceberg, dead_letter_dir="/tmp/letters")
+    with pytest.raises(ConfigError, match=r"^iceberg\.table: 'events' must be 'namespace.table'"):
+        IcebergConfig(catalog={}, table="events")
+    with pytest.raises(ConfigError, match=r"^iceberg\.commit_interval: must be a number > 0"):
+        IcebergConfig(catalog={}, table="cdc.events", commit_interval=0)
+
+
+def test_the_builder_takes_iceberg_keywords() -> None:
+    """.iceberg(catalog=..., table=...) builds the same config as an IcebergConfig."""
+    catalog = {"type": "sql", "uri": "sqlite:///catalog.db"}
+    built = (
+        S3Config.builder()
+        .bucket("lake")
+        .region("us-east-1")
+        .format("parquet")
+        .iceberg(catalog=catalog, table="cdc.events", consumer="shop", commit_interval=10)
+        .build()
+    )
+    assert built.iceberg == IcebergConfig(
+        catalog=catalog, table="cdc.events", consumer="shop", commit_interval=10
+    )
+    assert built.iceberg.identifier == ("cdc", "events")
+
+
+def test_s3_properties_come_from_the_destination() -> None:
+    """Missing s3.* catalog properties are the destination's; given ones are kept."""
+    from rigatoni_s3.iceberg._table import catalog_properties, default_location
+
+    config = S3Config(
+        bucket="lake",
+        region="eu-west-1",
+        prefix="cdc",
+        format="parquet",
+        endpoint_url="http://127.0.0.1:9000",
+        force_path_style=True,
+        aws_access_key_id="key",
+        aws_secret_access_key="secret",
+        iceberg=IcebergConfig(
+            catalog={"type": "sql", "uri": "sqlite://", "s3.region": "us-east-1"},
+            table="db.cdc.events",
+        ),
+    )
+    assert catalog_properties(config) == {
+        "type": "sql",
+        "uri": "sqlite://",
+        "s3.region": "us-east-1",
+        "s3.endpoint": "http://127.0.0.1:9000",
+        "s3.force-virtual-addressing": "false",
+        "s3.access-key-id": "key",
+        "s3.secret-access-key": "secret",
+    }
+    assert default_location(config) == "s3://lake/cdc/_iceberg/db/cdc/events"
