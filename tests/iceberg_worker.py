@@ -2,7 +2,8 @@
 
 ``python -m tests.iceberg_worker '<json>'`` with ``endpoint``, ``bucket``, ``catalog``
 (the SQL catalog URI), ``consumer``, ``events`` (the stream's length), ``collections``
-and optionally ``crash_after`` (events accepted before ``os._exit``).
+and optionally ``commit_interval``, ``flush_every`` (batches between flushes) and
+``crash_after`` (events accepted before ``os._exit``).
 
 It resumes the way a change-stream consumer does: right after the event whose token
 ``committed_resume_token()`` returns (the tokens of :func:`tests.helpers.raw_event`
@@ -55,6 +56,7 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
     )
     collections = options["collections"]
     crash_after = options.get("crash_after")
+    flush_every = options.get("flush_every")
     async with S3Destination(config) as destination:
         start = position_after(await destination.committed_resume_token())
         for first in range(start, options["events"], BATCH):
@@ -63,6 +65,8 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
             for event in batch:
                 event["_id"]["consumer"] = consumer  # tokens of different consumers differ
             await destination.write_batch(batch)
+            if flush_every is not None and (first // BATCH + 1) % flush_every == 0:
+                await destination.flush()
             if crash_after is not None and last - start >= crash_after:
                 await _until_uncommitted_objects(destination)
                 os._exit(17)  # no flush, no close: what a killed process leaves
