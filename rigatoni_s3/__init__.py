@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from rigatoni_s3._bsonjson import NATIVE
 from rigatoni_s3.config import (
     Compression,
+    IcebergConfig,
     KeyGenerationStrategy,
     S3Config,
     S3ConfigBuilder,
@@ -26,6 +27,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the public-API test ch
     "ChangeEvent",
     "Compression",
     "DestinationStats",
+    "IcebergConfig",
     "KeyGenerationStrategy",
     "LatencySummary",
     "NATIVE",

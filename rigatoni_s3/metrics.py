@@ -56,6 +56,16 @@ class PrometheusCollector(Collector):
         yield counter("objects_written", "Objects written to S3.", stats.objects_written)
         yield counter("retries", "Requests sent again after a transient failure.", stats.retries)
         yield counter("failures", "Objects whose upload failed after retries.", stats.failures)
+        if self._destination.config.iceberg is not None:
+            yield counter("commits", "Iceberg snapshots made.", stats.commits)
+            yield counter(
+                "objects_committed",
+                "Objects made part of the Iceberg table.",
+                stats.objects_committed,
+            )
+            yield counter(
+                "commit_retries", "Iceberg commit attempts made again.", stats.commit_retries
+            )
         yield gauge("events_buffered", "Accepted events not yet written.", stats.events_buffered)
         yield gauge(
             "buffered_bytes", "Bytes counted against max_buffer_bytes.", stats.bytes_buffered

@@ -425,3 +425,21 @@ def test_s3_properties_come_from_the_destination() -> None:
         "s3.secret-access-key": "secret",
     }
     assert default_location(config) == "s3://lake/cdc/_iceberg/db/cdc/events"
+
+
+async def test_prometheus_exposes_the_commit_counters(make_iceberg_config: IcebergConfigs) -> None:
+    """With Iceberg the collector adds commits, objects committed and commit retries."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rigatoni_s3.metrics import PrometheusCollector
+
+    registry = CollectorRegistry()
+    async with S3Destination(make_iceberg_config()) as destination:
+        registry.register(PrometheusCollector(destination))
+        await destination.write_batch(stream(30))
+        await destination.flush()
+        text = generate_latest(registry).decode()
+    labels = f'bucket="{destination.config.bucket}",writer_id="{destination.writer_id}"'
+    assert f"rigatoni_s3_commits_total{{{labels}}} 1.0" in text
+    assert f"rigatoni_s3_objects_committed_total{{{labels}}} 6.0" in text
+    assert f"rigatoni_s3_commit_retries_total{{{labels}}} 0.0" in text

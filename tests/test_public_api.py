@@ -13,6 +13,7 @@ def test_all_is_exactly_the_public_api() -> None:
         "ChangeEvent",
         "Compression",
         "DestinationStats",
+        "IcebergConfig",
         "KeyGenerationStrategy",
         "LatencySummary",
         "NATIVE",

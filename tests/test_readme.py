@@ -294,6 +294,20 @@ def check_checkpoint(names: Mapping[str, Any], client: Any, bucket: str) -> None
     assert names["checkpoint"].load() == last_id
 
 
+def check_iceberg(names: Mapping[str, Any], client: Any, bucket: str) -> None:
+    from tests.test_iceberg import open_table
+
+    changes = [json.loads(line) for line in RECORDED.read_text().splitlines()]
+    # the fragments of a split event are one event
+    events = [c for c in changes if c.get("splitEvent", {"fragment": 1})["fragment"] == 1]
+    endpoint = S3Endpoint(names["config"].endpoint_url)
+    table = open_table(endpoint, "sqlite:///catalog.db")
+    assert table.scan().to_arrow().num_rows == len(events)
+    summary = table.current_snapshot().summary  # type: ignore[union-attr]
+    assert summary is not None
+    assert json.loads(str(summary["rigatoni-s3.resume-token"])) == changes[-1]["_id"]
+
+
 PYTHON_RUNS: dict[str, Run] = {
     "quick-start#1": Run(
         [('"my-data-lake"', "TEST_BUCKET"), (".build()", SERVER_BUILDER)],
@@ -324,6 +338,9 @@ PYTHON_RUNS: dict[str, Run] = {
         ],
         check_polars,
         data=(SerializationFormat.PARQUET, Compression.ZSTD),
+    ),
+    "iceberg-tables#1": Run(
+        [('"my-data-lake"', "TEST_BUCKET"), (".build()", SERVER_BUILDER)], check_iceberg
     ),
     "path-style-addressing#1": Run(
         [
@@ -393,13 +410,13 @@ def test_python_block_runs_against_the_test_server(
         **CONTEXT_NAMES,
         **run.extra_names,
     }
-    if block.id == "delivery-guarantees#1":
+    if block.id in ("delivery-guarantees#1", "iceberg-tables#1"):
         example = _load_change_stream_example()
         names["FileCheckpoint"] = lambda path: example.FileCheckpoint(Path(path))
         names["client"] = RecordedClient(example)
     execute(block, substitute(block, run.substitutions), names)
     run.check(names, s3_client, bucket)
-    if block.id == "delivery-guarantees#1":
+    if block.id in ("delivery-guarantees#1", "iceberg-tables#1"):
         # Run again: the stream resumes after the checkpoint, so nothing is written twice.
         before = len(list_keys(s3_client, bucket))
         execute(block, substitute(block, run.substitutions), names)
