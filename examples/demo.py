@@ -4,7 +4,10 @@ Starts an S3 server on 127.0.0.1 (or uses ``S3_ENDPOINT_URL``), writes a few
 thousand MongoDB change events with :class:`rigatoni_s3.S3Destination`:
 
 * once per key strategy (JSON Lines, uncompressed), drawing the keys as trees;
-* once per format and compression (Hive layout), to compare sizes.
+* once per format and compression (Hive layout), to compare sizes;
+* once more as Parquet committed to an Apache Iceberg table (a SQL catalog on SQLite
+  in a temporary directory), showing its snapshots, partitions, row count and the
+  committed resume token.
 
 Every object is then read back with the formats' own libraries and checked
 against what was sent: every event exactly once and unchanged, in order within
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -211,6 +216,94 @@ def internal_codec(fmt: SerializationFormat, body: bytes) -> str:
     return str(fastavro.reader(io.BytesIO(body)).codec)
 
 
+async def write_iceberg(
+    target: Target, events: Sequence[Mapping[str, Any]], catalog: dict[str, str]
+) -> Any:
+    """Write ``events`` to an Iceberg table in three commits; returns the committed token."""
+    config = (
+        target.builder()
+        .prefix("demo/iceberg")
+        .format(SerializationFormat.PARQUET)
+        .compression(Compression.ZSTD)
+        .key_strategy(KeyGenerationStrategy.HIVE_PARTITIONED)
+        .iceberg(catalog=catalog, table="demo.events", consumer="demo")
+        .build()
+    )
+    async with S3Destination(config) as destination:
+        third = -(-len(events) // 3)
+        for start in range(0, len(events), third):
+            await destination.write_batch(events[start : start + third])
+            await destination.flush()  # one commit each
+        return await destination.committed_resume_token()
+
+
+def show_iceberg(target: Target, events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Write the events to an Iceberg table, print what a reader sees, and check it."""
+    from pyiceberg.catalog import load_catalog
+
+    with tempfile.TemporaryDirectory() as directory:
+        catalog = {"type": "sql", "uri": f"sqlite:///{directory}/catalog.db"}
+        token = asyncio.run(write_iceberg(target, events, catalog))
+        reader: dict[str, str] = {**catalog, "s3.region": target.region}
+        if target.endpoint is not None:
+            reader["s3.endpoint"] = target.endpoint.url
+            reader["s3.access-key-id"] = target.endpoint.access_key_id
+            reader["s3.secret-access-key"] = target.endpoint.secret_access_key
+        table = load_catalog("default", **reader).load_table("demo.events")
+        print(f"\nIceberg table demo.events at {table.location()}:")
+        snapshots = [
+            (
+                str(snapshot.snapshot_id),
+                *(
+                    str(snapshot.summary[key]) if snapshot.summary is not None else ""
+                    for key in (
+                        "added-data-files",
+                        "added-records",
+                        "rigatoni-s3.consumer",
+                        "rigatoni-s3.resume-token",
+                    )
+                ),
+            )
+            for snapshot in table.snapshots()
+        ]
+        print(render_table(("snapshot", "files", "records", "consumer", "resume token"), snapshots))
+        partitions = table.inspect.partitions().sort_by("partition").to_pylist()
+        print(
+            render_table(
+                ("partition", "records", "files"),
+                [
+                    (
+                        ", ".join(
+                            f"{name}={partition_label(name, value)}"
+                            for name, value in row["partition"].items()
+                        ),
+                        row["record_count"],
+                        row["file_count"],
+                    )
+                    for row in partitions
+                ],
+            )
+        )
+        rows = table.scan().to_arrow()
+        print(f"rows: {rows.num_rows:,}; committed resume token: {json.dumps(token)}")
+    problems = []
+    if rows.num_rows != len(events):
+        problems.append(f"iceberg: {rows.num_rows} rows, expected {len(events)}")
+    ids = rows.column("resume_token").to_pylist()
+    if len(set(ids)) != len(ids):
+        problems.append("iceberg: some events are in the table twice")
+    if token != events[-1]["_id"]:
+        problems.append(f"iceberg: committed token {token!r}, expected {events[-1]['_id']!r}")
+    return problems
+
+
+def partition_label(name: str, value: Any) -> str:
+    """An hour partition's value (hours since 1970) as the hour it stands for."""
+    if name.endswith("_hour") and isinstance(value, int):
+        return f"{datetime.fromtimestamp(value * 3600, UTC):%Y-%m-%d %H:00}"
+    return str(value)
+
+
 def describe(events: Sequence[Mapping[str, Any]]) -> str:
     operations = Counter(event["operationType"] for event in events)
     collections = {event["ns"]["coll"] for event in events}
@@ -250,6 +343,7 @@ def main() -> int:
                 client, target.bucket, list_keys(client, target.bucket, run.prefix, writer_id)
             )
             outcomes.append(Outcome(run, objects, check(run, objects, events)))
+        iceberg_problems = show_iceberg(target, events)
 
     print("\nkeys per strategy (JSON Lines, uncompressed):")
     for outcome in outcomes:
@@ -275,7 +369,7 @@ def main() -> int:
     print()
     print(render_table(COLUMNS, rows))
 
-    problems = [problem for o in outcomes for problem in o.problems]
+    problems = [problem for o in outcomes for problem in o.problems] + iceberg_problems
     elapsed = time.perf_counter() - started
     if problems:
         print(f"\n{len(problems)} problems; the first ones:", file=sys.stderr)
@@ -284,7 +378,7 @@ def main() -> int:
         return 1
     written = sum(o.events for o in outcomes)
     print(
-        f"\nall {len(outcomes)} runs verified: {written:,} events written and read back intact "
+        f"\nall {len(outcomes)} runs and the Iceberg table verified: {written:,} events written and read back intact "
         f"({elapsed:.1f} s)"
     )
     return 0

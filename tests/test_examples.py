@@ -96,9 +96,15 @@ def test_advanced_example_covers_every_format_and_strategy() -> None:
 
 
 def test_demo_verifies_every_run() -> None:
-    """make demo's script checks 16 runs (5 strategies, 4 formats x 3 codecs) and passes."""
+    """make demo's script checks 16 runs (5 strategies, 4 formats x 3 codecs) and an Iceberg table."""
     out = run_example("demo.py")
-    assert "all 16 runs verified: 48,000 events written and read back intact" in out
+    assert (
+        "all 16 runs and the Iceberg table verified: 48,000 events written and read back intact"
+        in out
+    )
+    assert "Iceberg table demo.events at s3://" in out
+    assert "rows: 3,000; committed resume token: {" in out
+    assert len(re.findall(r"^-?\d+\s+\d+\s+1000\s+demo\s", out, re.M)) == 3  # snapshots
     rows = re.findall(r"^(JSON|CSV|PARQUET|AVRO)\s+(NONE|GZIP|ZSTD)\s+(\w+)\s.*\sok$", out, re.M)
     assert len(rows) == 16, out
     assert {(fmt, codec) for fmt, codec, _ in rows} == {
