@@ -98,7 +98,7 @@ class S3Destination:
             ENCODE_THREADS, thread_name_prefix="rigatoni-s3-encode"
         )
         self._encoder = Encoder(
-            serializer_for(config.format, config.compression),
+            serializer_for(config.format, config.compression, config.columns),
             codec_for(config.compression),
             config.key_strategy,
         )
@@ -238,6 +238,7 @@ class S3Destination:
                 self._buffers.release(prepared.nbytes)
                 raise DestinationClosedError("the destination was closed while this write waited")
             ticket = self._progress.open(prepared.accepted, prepared.last_resume_token)
+            self._counters.type_mismatches += prepared.type_mismatches
             self._buffers.add(ticket, prepared)
             self._counters.events_accepted += prepared.accepted
         if prepared.rejected:

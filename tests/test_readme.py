@@ -23,17 +23,23 @@ import ast
 import asyncio
 import importlib.util
 import inspect
+import io
 import json
 import re
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from bson import Decimal128, ObjectId
 
 from rigatoni_s3 import Compression, KeyGenerationStrategy, S3Config, S3Destination
 from rigatoni_s3.config import SerializationFormat
@@ -175,6 +181,10 @@ SERVER_KEYWORDS = (
     "aws_access_key_id=TEST_S3.access_key_id, "
     "aws_secret_access_key=TEST_S3.secret_access_key, bucket="
 )
+SERVER_KEYWORDS_TAIL = (
+    "endpoint_url=TEST_S3.url, force_path_style=True, "
+    "aws_access_key_id=TEST_S3.access_key_id, aws_secret_access_key=TEST_S3.secret_access_key,"
+)
 PYARROW_S3 = (
     'fs.S3FileSystem(region="us-east-1", scheme="http", '
     'endpoint_override=TEST_S3.url.removeprefix("http://"), '
@@ -287,6 +297,43 @@ class RecordedClient:
         self.shop = RecordedDatabase(example)
 
 
+# Orders for the typed-columns section: three statuses, totals on both sides of 100.
+ORDERS: list[dict[str, Any]] = [
+    {
+        "_id": {"_data": f"8264{n:012d}"},
+        "operationType": "insert",
+        "ns": {"db": "shop", "coll": "orders"},
+        "documentKey": {"_id": n},
+        "fullDocument": {
+            "_id": n,
+            "status": ("paid", "shipped", "cancelled")[n % 3],
+            "total": Decimal128(f"{40 * n}.{n:02d}"),
+            "placed_at": datetime(2025, 1, 15, 9, n),
+            "customer": {"_id": ObjectId(f"{n:024x}")},
+        },
+        "clusterTime": {"$timestamp": {"t": 1736935200 + n, "i": 1}},
+    }
+    for n in range(12)
+]
+TYPED_TYPES = {
+    "status": pa.string(),
+    "total": pa.decimal128(12, 2),
+    "placed_at": pa.timestamp("us", tz="UTC"),
+    "customer_id": pa.string(),
+    "new_status": pa.string(),
+}
+
+
+def check_typed_columns(names: Mapping[str, Any], client: Any, bucket: str) -> None:
+    config = names["config"]
+    write_events(config, [*ORDERS, *USERS])
+    keys = list_keys(client, bucket, "mongodb/events/collection=orders/")
+    table = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()))
+    assert {name: table.schema.field(name).type for name in TYPED_TYPES} == TYPED_TYPES
+    assert table.column("customer_id").to_pylist() == [f"{n:024x}" for n in range(12)]
+    assert table.column("total").to_pylist()[5] == Decimal("200.05")
+
+
 def check_checkpoint(names: Mapping[str, Any], client: Any, bucket: str) -> None:
     recorded = RECORDED.read_text().splitlines()
     assert count_events(client, bucket, "") == len(recorded)
@@ -307,6 +354,10 @@ PYTHON_RUNS: dict[str, Run] = {
     "delivery-guarantees#1": Run(
         [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(bucket=", SERVER_KEYWORDS)],
         check_checkpoint,
+    ),
+    "typed-columns#1": Run(
+        [('bucket="my-data-lake",', "bucket=TEST_BUCKET, " + SERVER_KEYWORDS_TAIL)],
+        check_typed_columns,
     ),
     "testing#2": Run([], check_embedded_server),  # starts its own server on 127.0.0.1
     "pyarrow-and-polars#1": Run(
@@ -416,7 +467,11 @@ SQL_DATA: dict[str, tuple[SerializationFormat, Compression]] = {
 }
 
 
-@pytest.mark.parametrize("block", blocks_of("sql"))
+TYPED_SQL = {"typed-columns#2"}
+"""SQL blocks over the orders of the typed-columns section."""
+
+
+@pytest.mark.parametrize("block", [p for p in blocks_of("sql") if p.id not in TYPED_SQL])
 def test_duckdb_query_reads_what_the_destination_wrote(
     block: Block, s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -438,6 +493,36 @@ def test_duckdb_query_reads_what_the_destination_wrote(
     )
     assert {row["collection"] for row in rows} == {"users"}
     assert {row["operation"] for row in rows} == {"insert"}
+
+
+@pytest.mark.parametrize("block", [p for p in blocks_of("sql") if p.id in TYPED_SQL])
+def test_duckdb_query_filters_on_typed_columns(
+    block: Block, s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    """The typed-columns query, over orders written with the README's columns, sums exactly."""
+    names: dict[str, Any] = {"__name__": "readme", "TEST_S3": s3_endpoint, "TEST_BUCKET": bucket}
+    [config_block] = [b for b in BLOCKS if b.id == "typed-columns#1"]
+    execute(
+        config_block, substitute(config_block, PYTHON_RUNS[config_block.id].substitutions), names
+    )
+    write_events(names["config"], [*ORDERS, *USERS])
+    local = download(s3_client, bucket, tmp_path)
+    query = block.code.replace(
+        "s3://your-bucket/mongodb/events/", f"{local.as_posix()}/mongodb/events/"
+    )
+    connection = duckdb.connect()
+    try:
+        rows = connection.execute(query).fetchall()
+    finally:
+        connection.close()
+    expected: dict[str, list[Decimal]] = {}
+    for order in ORDERS:
+        total = order["fullDocument"]["total"].to_decimal()
+        if total >= 100:
+            expected.setdefault(order["fullDocument"]["status"], []).append(total)
+    assert rows == [
+        (status, len(totals), sum(totals)) for status, totals in sorted(expected.items())
+    ]
 
 
 # --- bash blocks -------------------------------------------------------------------------
@@ -523,7 +608,7 @@ def test_every_block_is_run_or_marked() -> None:
     unmarked_python = {block.id for block in BLOCKS if block.lang == "python" and not block.marker}
     assert unmarked_python == PYTHON_RUNS.keys(), "add an entry to PYTHON_RUNS or a marker"
     unmarked_sql = {block.id for block in BLOCKS if block.lang == "sql" and not block.marker}
-    assert unmarked_sql == SQL_DATA.keys(), "add an entry to SQL_DATA or a marker"
+    assert unmarked_sql == SQL_DATA.keys() | TYPED_SQL, "add an entry to SQL_DATA or a marker"
     json_ids = {block.id for block in BLOCKS if block.lang == "json"}
     assert json_ids >= JSON_FRAGMENTS
     for block in BLOCKS:

@@ -11,16 +11,20 @@ lines end with CRLF and the text is UTF-8 without a byte-order mark.
 
 JSON escapes control characters, so document cells never span lines; only a
 ``database`` or ``collection`` name holding a line break would produce a multi-line
-(quoted) record.
+(quoted) record (or a typed ``string`` column whose text holds one).
+
+Typed columns follow ``extra``, as text (:func:`~rigatoni_s3.formats._typed.text_of`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3.columns import Column
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
@@ -30,6 +34,7 @@ from rigatoni_s3.formats._envelope import (
     envelope_size,
 )
 from rigatoni_s3.formats._json import iso_utc
+from rigatoni_s3.formats._typed import TypedRow, text_of
 
 _QUOTE = ord('"')
 
@@ -41,6 +46,10 @@ class CsvSerializer:
     content_type = "text/csv"
     compresses_internally = False
     rows_are_lines = False
+
+    def __init__(self, columns: Mapping[str, Column] | None = None) -> None:
+        self.columns: Mapping[str, Column] = dict(columns or {})
+        self._kinds = [column.kind for column in self.columns.values()]
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size, counting the quotes CSV doubles."""
@@ -58,12 +67,30 @@ class CsvSerializer:
         """The envelopes are the rows already; their sizes count CSV's quotes."""
         return list(envelopes), [envelope_size(row) + _quoting(row) for row in envelopes]
 
-    def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
+    def with_columns(
+        self, rows: list[EnvelopeRow], sizes: list[int], values: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[TypedRow], list[int]]:
+        """Rows holding the typed values as the text they are written as; sizes count
+        the text and its quoting."""
+        kinds = self._kinds
+        typed_rows = []
+        typed_sizes = []
+        for row, size, typed in zip(rows, sizes, with_gil_breaks(values), strict=True):
+            texts = tuple(text_of(value, kind) for value, kind in zip(typed, kinds, strict=True))
+            typed_rows.append(TypedRow(row, texts))
+            typed_sizes.append(size + _text_size(texts))
+        return typed_rows, typed_sizes
+
+    def serialize(self, rows: Sequence[EnvelopeRow] | Sequence[TypedRow]) -> bytes:
         """The CSV text of ``rows``, header first, as UTF-8."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(ENVELOPE_COLUMNS)
-        writer.writerows(with_gil_breaks(_records(rows)))
+        if self.columns:
+            writer.writerow((*ENVELOPE_COLUMNS, *self.columns))
+            writer.writerows(with_gil_breaks(_typed_records(cast(Sequence[TypedRow], rows))))
+        else:
+            writer.writerow(ENVELOPE_COLUMNS)
+            writer.writerows(with_gil_breaks(_records(cast(Sequence[EnvelopeRow], rows))))
         return out.getvalue().encode("utf-8")
 
 
@@ -115,3 +142,23 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | int | None, ..
             None if transaction is None else transaction.decode(),
             None if extra is None else extra.decode(),
         )
+
+
+def _typed_records(rows: Sequence[TypedRow]) -> Iterator[tuple[str | int | None, ...]]:
+    envelopes = [row.envelope for row in rows]
+    for record, row in zip(_records(envelopes), rows, strict=True):
+        yield (*record, *row.values)
+
+
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _text_size(texts: tuple[str | None, ...]) -> int:
+    """Bytes typed texts take in a record: their separators, text and quoting."""
+    size = len(texts)
+    for text in texts:
+        if text is not None:
+            size += len(text)
+            if not _NEEDS_QUOTES.isdisjoint(text):
+                size += 2 + text.count('"')
+    return size
