@@ -176,6 +176,13 @@ def _to_optional_path(value: Any) -> Path | None:
     raise ConfigError("dead_letter_dir", f"must be a path or None, got {value!r}")
 
 
+def _check_column_names(
+    config: S3Config, _: attrs.Attribute[Mapping[str, Column]], columns: Mapping[str, Column]
+) -> None:
+    # attrs runs validators once every field is set, so the key strategy is known here.
+    check_names(columns, hive=config.key_strategy is KeyGenerationStrategy.HIVE_PARTITIONED)
+
+
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 STORAGE_CLASSES = (
     "STANDARD",
@@ -261,7 +268,9 @@ class S3Config:
         converter=_to_key_strategy,
     )
     """Object key layout. Default date-hour partitioned."""
-    columns: Mapping[str, Column] = attrs.field(factory=dict, converter=to_columns)
+    columns: Mapping[str, Column] = attrs.field(
+        factory=dict, converter=to_columns, validator=_check_column_names
+    )
     """Typed columns written after the envelope, by name, in this order (see
     :class:`~rigatoni_s3.columns.Column`). Names must differ from the envelope's and, with
     Hive keys, from the partition columns."""
@@ -343,7 +352,6 @@ class S3Config:
                 f"({self.max_batch_bytes}) must not exceed max_buffer_bytes ({self.max_buffer_bytes})",
             )
         _check_extras(self.format, self.compression)
-        check_names(self.columns, hive=self.key_strategy is KeyGenerationStrategy.HIVE_PARTITIONED)
 
     @staticmethod
     def builder() -> S3ConfigBuilder:
