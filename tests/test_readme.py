@@ -181,10 +181,6 @@ SERVER_KEYWORDS = (
     "aws_access_key_id=TEST_S3.access_key_id, "
     "aws_secret_access_key=TEST_S3.secret_access_key, bucket="
 )
-SERVER_KEYWORDS_TAIL = (
-    "endpoint_url=TEST_S3.url, force_path_style=True, "
-    "aws_access_key_id=TEST_S3.access_key_id, aws_secret_access_key=TEST_S3.secret_access_key,"
-)
 PYARROW_S3 = (
     'fs.S3FileSystem(region="us-east-1", scheme="http", '
     'endpoint_override=TEST_S3.url.removeprefix("http://"), '
@@ -355,10 +351,6 @@ PYTHON_RUNS: dict[str, Run] = {
         [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(bucket=", SERVER_KEYWORDS)],
         check_checkpoint,
     ),
-    "typed-columns#1": Run(
-        [('bucket="my-data-lake",', "bucket=TEST_BUCKET, " + SERVER_KEYWORDS_TAIL)],
-        check_typed_columns,
-    ),
     "testing#2": Run([], check_embedded_server),  # starts its own server on 127.0.0.1
     "pyarrow-and-polars#1": Run(
         [
@@ -383,6 +375,10 @@ PYTHON_RUNS: dict[str, Run] = {
             (".build()", SERVER_BUILDER),
         ],
         check_path_style,
+    ),
+    "typed-columns#1": Run(
+        [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(\n    bucket=", SERVER_KEYWORDS)],
+        check_typed_columns,
     ),
 }
 
