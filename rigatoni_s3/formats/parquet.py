@@ -145,18 +145,21 @@ class ParquetSerializer:
         self.compression = compression
         self._codec, self._level = _CODECS[compression]
         self.columns: Mapping[str, Column] = dict(columns or {})
-        self._schema = pa.schema(
+        self.schema = pa.schema(
             [
                 *SCHEMA,
                 *(pa.field(name, arrow_type(column)) for name, column in self.columns.items()),
             ]
         )
+        """The objects' Arrow schema: :data:`SCHEMA`, then the typed columns."""
         self._dictionary = DICTIONARY_COLUMNS + [
             name for name, column in self.columns.items() if column.kind == "string"
         ]
-        self._statistics = STATISTICS_COLUMNS + [
+        self.statistics_columns = STATISTICS_COLUMNS + [
             name for name, column in self.columns.items() if column.kind != "json"
         ]
+        """The columns with min/max statistics: the small envelope ones, and the typed
+        ones but json."""
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size; raises SerializationError."""
@@ -186,7 +189,7 @@ class ParquetSerializer:
         # pyarrow converts bytes holding UTF-8 into string arrays without a round trip
         # through str, and aware datetimes into UTC microseconds. It holds the GIL while
         # it converts, so it converts one column of a slice of rows at a time.
-        schema = self._schema
+        schema = self.schema
         batches = []
         breaker = GilBreaker()
         for start in range(0, len(rows), SLICE_ROWS):
@@ -209,7 +212,7 @@ class ParquetSerializer:
             compression=self._codec,
             compression_level=self._level,
             use_dictionary=self._dictionary,
-            write_statistics=self._statistics,
+            write_statistics=self.statistics_columns,
         )
         body: bytes = sink.getvalue().to_pybytes()
         return body
