@@ -123,13 +123,18 @@ def oracle(raw: bytes) -> RawEnvelope | None:
 
 
 def _span(raw: bytes) -> tuple[int, int] | None:
-    """Where ``_id``'s embedded document lies, found by re-encoding (independent of both)."""
-    raw_doc = RawBSONDocument(raw, RAW_OPTIONS)
-    token = raw_doc.get("_id")
-    if not isinstance(token, RawBSONDocument):
-        return None
-    start = raw.rfind(b"\x03_id\x00" + token.raw)
-    return (start + 5, start + 5 + len(token.raw)) if start >= 0 else None
+    """Where the last top-level ``_id`` lies when it is a document, found with pymongo's
+    own element parser (independent of both modules; a search for its bytes could hit
+    an equal ``_id`` nested further on)."""
+    span = None
+    at, end = 4, len(raw) - 1
+    while at < end:
+        key, _, after = bson._element_to_dict(raw, memoryview(raw), at, end, RAW_OPTIONS)
+        if key == "_id":
+            start = at + 1 + len(key) + 1
+            span = (start, after) if raw[at] == 0x03 else None
+        at = after
+    return span
 
 
 def convert(impl: ModuleType, raw: bytes) -> RawEnvelope | str:
