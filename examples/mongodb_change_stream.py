@@ -12,6 +12,12 @@ everything rigatoni-s3 does with an event. The destination reads the bytes itsel
 writes exactly what it would write for the decoded change, and reports the raw
 resume token, which ``watch(resume_after=...)`` takes as it is.
 
+The stream asks for everything MongoDB can say about a change: the document after it
+(``updateLookup``), the document before it where the collection records pre-images
+(``fullDocumentBeforeChange``, MongoDB 6.0+), and ``$changeStreamSplitLargeEvent``
+(6.0.9+/7.0), which splits a change larger than 16 MiB into fragments instead of
+failing the stream; the destination joins the fragments back into one event.
+
     python examples/mongodb_change_stream.py --mongodb-uri mongodb://localhost:27017 \\
         --database shop --checkpoint ./checkpoint.json       # needs pymongo >= 4.9
 
@@ -37,6 +43,11 @@ from _common import argument_parser, open_target, run_main
 from rigatoni_s3 import KeyGenerationStrategy, S3Destination
 
 IDLE_SECONDS = 1.0
+
+PIPELINE: list[dict[str, Any]] = [
+    # Filtering stages ($match...) go before this one: it must be the last stage.
+    {"$changeStreamSplitLargeEvent": {}},
+]
 
 
 class FileCheckpoint:
@@ -114,7 +125,10 @@ async def watch(uri: str, database: str, resume_after: Any) -> AsyncIterator[Map
     raw = CodecOptions(document_class=RawBSONDocument)  # the driver decodes nothing
     try:
         stream = await client.get_database(database, codec_options=raw).watch(
-            resume_after=resume_after, full_document="updateLookup"
+            PIPELINE,
+            resume_after=resume_after,
+            full_document="updateLookup",
+            full_document_before_change="whenAvailable",
         )
         async with stream:
             async for change in stream:

@@ -152,6 +152,12 @@ def fields_of(
             ):
                 cluster_time, increment = cluster_time_of(event.get("clusterTime"), utc_second)
                 wall_time = event.get("wallTime")
+                if wall_time is not None:
+                    wall_time = (
+                        wall_time.replace(tzinfo=UTC)
+                        if type(wall_time) is datetime and wall_time.tzinfo is None
+                        else wall_time_of(wall_time)
+                    )
                 return _new_fields(
                     (
                         operation,
@@ -163,10 +169,12 @@ def fields_of(
                         event.get("updateDescription"),
                         event.get("_id"),
                         event.get("fullDocumentBeforeChange"),
-                        None if wall_time is None else wall_time_of(wall_time),
+                        wall_time,
                         increment,
-                        transaction_of(event),
-                        extra_of(event),
+                        None
+                        if event.get("txnNumber") is None and event.get("lsid") is None
+                        else transaction_of(event),
+                        None if event.keys() <= KNOWN_FIELDS else extra_of(event),
                     )
                 )
         # Anything unusual takes the checked path below, which names what is wrong.

@@ -46,7 +46,8 @@ def test_restart_after_a_crash_resumes_from_the_durable_position(
 ) -> None:
     """Killed after 60 changes, the consumer resumes at the checkpoint and loses nothing."""
     recorded = [json.loads(line) for line in RECORDED.read_text().splitlines()]
-    tokens = [change["_id"] for change in recorded]
+    # A split event is written once, under the resume token of its last fragment.
+    tokens = [change["_id"] for change in recorded if not _leading_fragment(change)]
     checkpoint = tmp_path / "checkpoint.json"
 
     small = ("--batch-size", "20", "--object-events", "20")
@@ -69,3 +70,44 @@ def test_restart_after_a_crash_resumes_from_the_durable_position(
     deletes = [r for r in records if r["operation"] == "delete"]
     assert deletes
     assert all(r["full_document"] is None for r in deletes)
+    _check_recorded_shapes(recorded, records)
+
+
+def _leading_fragment(change: dict[str, Any]) -> bool:
+    split = change.get("splitEvent")
+    return split is not None and split["fragment"] < split["of"]
+
+
+def _check_recorded_shapes(recorded: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+    """Pre-images, transactions, a rename, a split event and unknown fields all arrive whole."""
+    by_token = {r["resume_token"]["_data"]: r for r in records}
+    assert len(by_token) == len(records), "every change is written once"
+    with_before = [r for r in records if r["full_document_before_change"] is not None]
+    assert {r["operation"] for r in with_before} >= {"update", "delete"}
+    in_transaction = [r for r in records if r["transaction"] is not None]
+    assert len(in_transaction) == 2
+    assert {r["transaction"]["txnNumber"] for r in in_transaction} == {7}
+    assert all(set(r["transaction"]) == {"txnNumber", "lsid"} for r in in_transaction)
+    (renamed,) = [r for r in records if r["operation"] == "rename"]
+    assert renamed["extra"] == {"to": {"db": "shop", "coll": "returns_2024"}}
+    assert renamed["document_key"] is None
+    fragments = [c for c in recorded if "splitEvent" in c]
+    assert [c["splitEvent"] for c in fragments] == [{"fragment": i, "of": 3} for i in (1, 2, 3)]
+    joined = by_token[fragments[-1]["_id"]["_data"]]
+    assert all(c["_id"]["_data"] not in by_token for c in fragments[:-1])
+    assert joined["operation"] == "update"
+    assert joined["update_description"]["updatedFields"] == {"qty": 3}
+    assert joined["full_document"]["notes"] == "x" * 2000
+    assert joined["full_document_before_change"]["notes"] == "y" * 2000
+    assert joined["wall_time"] == fragments[0]["wallTime"]["$date"].replace(".250Z", ".250000Z")
+    assert joined["extra"] is None, "splitEvent is not kept once the fragments are joined"
+    (unknown,) = [r for r in records if r["extra"] and "newServerField" in r["extra"]]
+    assert list(unknown["extra"]) == ["collectionUUID", "shardVersion", "newServerField"]
+    assert unknown["extra"]["newServerField"] is None
+    assert all(r["wall_time"] is not None for r in records)
+    increments = {r["resume_token"]["_data"]: r["cluster_time_increment"] for r in records}
+    assert all(
+        increments[c["_id"]["_data"]] == c["clusterTime"]["$timestamp"]["i"]
+        for c in recorded
+        if "clusterTime" in c and c["_id"]["_data"] in increments
+    )

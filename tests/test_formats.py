@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pyarrow as pa
@@ -319,6 +319,46 @@ def test_avro_schema_is_embedded() -> None:
     for name in COLUMNS[1:]:
         if name not in ("cluster_time", "wall_time", "cluster_time_increment"):
             assert fields[name] == ["null", "string"], name
+
+
+def test_avro_schemas_old_and_new_resolve_both_ways() -> None:
+    """A reader holding the eight-field schema reads new files, and the new schema reads old
+    files with nulls in the last five fields: they all default to null."""
+    old_schema = dict(avro_format.SCHEMA, fields=avro_format.SCHEMA["fields"][:8])
+    new_event = event(
+        1,
+        full_document_before_change={"_id": 1},
+        wall_time=BASE_TIME,
+        cluster_time_increment=3,
+        transaction={"txnNumber": 2},
+        extra={"to": {"coll": "b"}},
+    )
+    (seen_by_old,) = cast(
+        list[dict[str, Any]],
+        list(
+            fastavro.reader(
+                io.BytesIO(write(AVRO, [new_event])),
+                reader_schema=fastavro.parse_schema(old_schema),
+            )
+        ),
+    )
+    assert list(seen_by_old) == COLUMNS[:8]
+    assert seen_by_old["document_key"] == '{"_id":1}'
+
+    old_file = io.BytesIO()
+    fastavro.writer(
+        old_file,
+        fastavro.parse_schema(old_schema),
+        [{"operation": "insert", "collection": "users", "cluster_time": BASE_TIME}],
+    )
+    old_file.seek(0)
+    (seen_by_new,) = cast(
+        list[dict[str, Any]],
+        list(fastavro.reader(old_file, reader_schema=fastavro.parse_schema(avro_format.SCHEMA))),
+    )
+    assert list(seen_by_new) == COLUMNS
+    assert seen_by_new["collection"] == "users"
+    assert all(seen_by_new[name] is None for name in COLUMNS[8:])
 
 
 def test_avro_stores_cluster_time_as_epoch_microseconds() -> None:

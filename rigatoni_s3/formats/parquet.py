@@ -129,8 +129,11 @@ class ParquetSerializer:
             columns = zip(*rows[start : start + SLICE_ROWS], strict=True)
             arrays = []
             for column, field in zip(columns, SCHEMA, strict=True):
-                arrays.append(pa.array(column, type=field.type))
-                breaker()
+                if column.count(None) == len(column):  # a column most events leave empty
+                    arrays.append(pa.nulls(len(column), field.type))
+                else:
+                    arrays.append(pa.array(column, type=field.type))
+                    breaker()
             batches.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
         table = pa.Table.from_batches(batches, schema=SCHEMA)
         sink = pa.BufferOutputStream()
