@@ -5,7 +5,7 @@ than 16 MiB into fragments: consecutive documents, each with its own ``_id`` (a 
 token) and ``splitEvent: {fragment: i, of: n}``, the event's other top-level fields
 spread among them, each in exactly one fragment. :func:`reassemble` takes the events
 of one ``write_batch`` call in order and returns the events to encode: every other
-event untouched, and each complete run of fragments as ONE event: ``_id`` (the last
+event untouched, and each complete run of fragments as one event: ``_id`` (the last
 fragment's) first, then the other fields in fragment order, ``splitEvent`` gone.
 
 Raw fragments (BSON bytes, ``RawBSONDocument``) are joined as BSON: a new document
@@ -218,20 +218,18 @@ def _may_hold_fragments(events: Sequence[Event]) -> bool:
     """
     first: Any = events[0]
     kind = type(first)
-    if kind is dict:
-        ask, step = _dicts_may_hold, _STEP
-    elif kind is bytes:
-        ask, step = _bytes_may_hold, _raw_step(len(first))
-    elif kind is memoryview:
-        ask, step = _views_may_hold, _raw_step(first.nbytes)
-    elif kind is not bytearray and is_raw_bson(first):
-        ask, step = _documents_may_hold, _raw_step(len(first.raw))
-    else:
-        ask, step = _each_may_hold, _SLOW_STEP
     try:
-        return _asked(ask, events, step)
+        if kind is dict:
+            return _asked(_dicts_may_hold, events, _STEP)
+        if kind is bytes:
+            return _asked(_bytes_may_hold, events, _raw_step(len(first)))
+        if kind is memoryview:
+            return _asked(_views_may_hold, events, _raw_step(first.nbytes))
+        if kind is not bytearray and is_raw_bson(first):  # RawBSONDocument
+            return _asked(_documents_may_hold, events, _raw_step(len(first.raw)))
     except (TypeError, AttributeError, ValueError, BufferError):  # not all of one kind
-        return _asked(_each_may_hold, events, _SLOW_STEP)
+        pass
+    return _asked(_each_may_hold, events, _SLOW_STEP)
 
 
 _STEP = 1024
@@ -392,7 +390,7 @@ def _top_level(
                 size = extra + n
         if value + size > end:
             return elements, False
-        elements.append((bytes(data[at + 1 : key_end]), kind, at, value, value + size))
+        elements.append((data[at + 1 : key_end], kind, at, value, value + size))
         at = value + size
     return elements, True
 
