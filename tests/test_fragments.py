@@ -23,7 +23,7 @@ from rigatoni_s3.formats import serializer_for
 from tests.helpers import ALL_FORMATS
 
 NOW = datetime(2025, 3, 3, 12, tzinfo=UTC)
-START = datetime(2025, 3, 3, 6, 0, 0)
+START = datetime(2025, 3, 3, 6, 0, 0, tzinfo=UTC)
 
 
 def token(n: int) -> dict[str, str]:
