@@ -1,9 +1,9 @@
 """Scaling out: several processes, each consuming its share of one change stream, write to
 one bucket and prefix at once, with no coordination between them.
 
-Each process is ``tests/share_writer.py``; it takes its share exactly as a ``$match`` on
-the server's hash of the document key would (the hash is reproduced there), and stops at
-each checkpoint until the bucket was read.
+Each process is ``tests/share_writer.py``; it takes its share exactly as the README's
+``$match`` stage would (the server's hash is reproduced, and the README block is
+evaluated against it here), and stops at each checkpoint until the bucket was read.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,11 +23,13 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import pytest
+from bson import json_util
 from bson.objectid import ObjectId
 
 from rigatoni_s3.testing import S3Endpoint
-from tests.helpers import iter_jsonl, read_records
+from tests.helpers import iter_jsonl, list_keys, read_records
 from tests.share_writer import (
+    MISSING,
     generate_stream,
     hashed_index_key,
     remainder,
@@ -35,13 +37,14 @@ from tests.share_writer import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+RECORDED = ROOT / "tests" / "data" / "change_stream.jsonl"
 PREFIX = "cdc/events"
 SEED = 20250115
 MESSAGE_TIMEOUT = 60.0
 """Seconds a consumer may take to its next line before the test gives up on it."""
 
 
-# -- the server's hash --------------------------------------------------------------------
+# -- the server's hash, and the README's stages evaluated with it ---------------------------
 
 
 def test_hash_is_the_one_the_server_computes() -> None:
@@ -52,6 +55,146 @@ def test_hash_is_the_one_the_server_computes() -> None:
     assert hashed_index_key(42) == -944302157085130861
     assert remainder(-7, 3) == -1  # $mod keeps the dividend's sign, hence the recipe's $abs
     assert remainder(7, -3) == 1
+
+
+def field_of(change: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path``, or MISSING."""
+    value: Any = change
+    for name in path.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            return MISSING
+        value = value[name]
+    return value
+
+
+def evaluate(expression: Any, change: Mapping[str, Any]) -> Any:
+    """An aggregation expression's value for one change (the operators the recipe uses)."""
+    if isinstance(expression, str) and expression.startswith("$"):
+        return field_of(change, expression[1:])
+    if not isinstance(expression, dict):
+        return expression  # a literal
+    ((operator, operand),) = expression.items()
+    if operator == "$toHashedIndexKey":
+        return hashed_index_key(evaluate(operand, change))
+    if operator == "$abs":
+        return abs(evaluate(operand, change))
+    values = [evaluate(item, change) for item in operand]
+    if operator == "$mod":
+        return remainder(*values)
+    if operator == "$eq":
+        return values[0] == values[1]
+    raise AssertionError(f"the recipe uses {operator}, which this check does not evaluate")
+
+
+def matches(query: Mapping[str, Any], change: Mapping[str, Any]) -> bool:
+    """Whether a ``$match`` query keeps ``change`` (``$expr``, ``$in``, ``$nin``)."""
+    for path, condition in query.items():
+        if path == "$expr":
+            kept = evaluate(condition, change) is True
+        else:
+            value = field_of(change, path)
+            value = None if value is MISSING else value  # as in MongoDB, null matches missing
+            ((operator, operand),) = condition.items()
+            if operator == "$in":
+                kept = value in operand
+            elif operator == "$nin":
+                kept = value not in operand
+            else:
+                raise AssertionError(f"the recipe uses {operator}, which this check does not know")
+        if not kept:
+            return False
+    return True
+
+
+class RecordedShareStream:
+    """A change stream opened with a pipeline, played from tests/data/change_stream.jsonl:
+    the changes after ``resume_after`` that every ``$match`` stage keeps."""
+
+    def __init__(self, pipeline: list[dict[str, Any]], resume_after: Any) -> None:
+        assert all(set(stage) == {"$match"} for stage in pipeline), pipeline
+        changes = [json_util.loads(line) for line in RECORDED.read_text().splitlines()]
+        if resume_after is not None:
+            tokens = [change["_id"] for change in changes]
+            changes = changes[tokens.index(resume_after) + 1 :]
+        self.changes = [c for c in changes if all(matches(s["$match"], c) for s in pipeline)]
+
+    async def __aenter__(self) -> RecordedShareStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        for change in self.changes:
+            yield change
+
+
+class RecordedShareDatabase:
+    async def watch(
+        self, pipeline: list[dict[str, Any]], resume_after: Any = None
+    ) -> RecordedShareStream:
+        return RecordedShareStream(pipeline, resume_after)
+
+
+class RecordedShareClient:
+    """Stands for the README's pymongo client: ``client.shop.watch(pipeline, ...)``."""
+
+    shop = RecordedShareDatabase()
+
+
+class JsonCheckpoint:
+    """Stands for the README's FileCheckpoint: a resume token in a JSON file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def load(self) -> Any:
+        return json.loads(self.path.read_text()) if self.path.exists() else None
+
+    def save(self, token: Mapping[str, Any]) -> None:
+        self.path.write_text(json.dumps(dict(token)))
+
+
+SHARE_RECIPE_NAMES = {"client": RecordedShareClient(), "FileCheckpoint": JsonCheckpoint}
+"""What the README's scale-out block uses besides rigatoni_s3 (see tests/test_readme.py)."""
+
+
+def check_share_recipe(names: Mapping[str, Any], client: Any, bucket: str) -> None:
+    """The README's stages split a stream into disjoint shares that cover it, the shares
+    share_writer takes, and the block wrote its share under its own writer id."""
+    hash_share = names["hash_share"]
+    recorded = [json_util.loads(line) for line in RECORDED.read_text().splitlines()]
+    generated = generate_stream(SEED)
+    for n in (1, 2, 3, 4, 7):
+        for change in recorded + generated:
+            owners = [i for i in range(n) if matches(hash_share(i, n)["$match"], change)]
+            assert owners == [share_of(change, n)], (n, change["_id"])
+        keyless = {share_of(change, n) for change in generated if "documentKey" not in change}
+        assert len(keyless) == 1  # drop, rename, dropDatabase, invalidate: one consumer
+
+    taken = ["orders", "users", "carts"]
+    stages = [
+        names["namespace_share"](["orders"]),
+        names["namespace_share"](["users", "carts"]),
+        names["namespace_rest"](taken),
+    ]
+    for change in generated:
+        owners = [n for n, stage in enumerate(stages) if matches(stage["$match"], change)]
+        coll = change.get("ns", {}).get("coll")
+        assert owners == [0 if coll == "orders" else 1 if coll in taken else 2], change
+
+    i, n = names["i"], names["n"]
+    assert names["pipeline"] == [hash_share(i, n)]
+    mine = [change for change in recorded if share_of(change, n) == i]
+    assert 0 < len(mine) < len(recorded)
+    stored = Counter(
+        record["resume_token"]["_data"] for _, record in iter_jsonl(client, bucket, "mongodb/")
+    )
+    assert stored == Counter(change["_id"]["_data"] for change in mine)
+    assert {writer_of(key) for key in list_keys(client, bucket, "mongodb/")} == {
+        f"share-{i}-of-{n}"
+    }
+    assert names["checkpoint"].load() == mine[-1]["_id"]
 
 
 # -- the consumers, each in its own process ------------------------------------------------
