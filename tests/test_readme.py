@@ -290,7 +290,13 @@ class RecordedClient:
 
 def check_checkpoint(names: Mapping[str, Any], client: Any, bucket: str) -> None:
     recorded = RECORDED.read_text().splitlines()
-    assert count_events(client, bucket, "") == len(recorded)
+    # A split event is written once, under the resume token of its last fragment.
+    leading = [
+        line
+        for line in map(json.loads, recorded)
+        if "splitEvent" in line and line["splitEvent"]["fragment"] < line["splitEvent"]["of"]
+    ]
+    assert count_events(client, bucket, "") == len(recorded) - len(leading)
     last_id = json.loads(recorded[-1])["_id"]
     assert names["checkpoint"].load() == last_id
 

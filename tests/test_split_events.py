@@ -81,6 +81,11 @@ async def test_a_split_event_across_two_calls_is_written_as_one(
         },
         "update_description": {"updatedFields": {"notes": "u" * 5000}, "removedFields": []},
         "resume_token": token(102),
+        "full_document_before_change": None,
+        "wall_time": None,
+        "cluster_time_increment": 3,
+        "transaction": None,
+        "extra": None,
     }
 
 
