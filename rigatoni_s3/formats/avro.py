@@ -55,6 +55,7 @@ from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
+    JSON_COLUMNS,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
@@ -254,33 +255,10 @@ def _check_codec(codec: str) -> None:
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
     # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
     # The times stay datetimes: fastavro turns aware datetimes into epoch microseconds.
-    for (
-        operation,
-        database,
-        collection,
-        cluster_time,
-        key,
-        full,
-        update,
-        token,
-        before,
-        wall_time,
-        increment,
-        transaction,
-        extra,
-    ) in with_gil_breaks(rows):
-        yield {
-            "operation": operation,
-            "database": database,
-            "collection": collection,
-            "cluster_time": cluster_time,
-            "document_key": None if key is None else key.decode(),
-            "full_document": None if full is None else full.decode(),
-            "update_description": None if update is None else update.decode(),
-            "resume_token": None if token is None else token.decode(),
-            "full_document_before_change": None if before is None else before.decode(),
-            "wall_time": wall_time,
-            "cluster_time_increment": increment,
-            "transaction": None if transaction is None else transaction.decode(),
-            "extra": None if extra is None else extra.decode(),
-        }
+    for row in with_gil_breaks(rows):
+        record: dict[str, Any] = dict(zip(ENVELOPE_COLUMNS, row, strict=True))
+        for column in JSON_COLUMNS:
+            value = record[column]
+            if value is not None:
+                record[column] = value.decode()
+        yield record

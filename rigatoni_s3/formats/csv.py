@@ -28,6 +28,7 @@ from rigatoni_s3.columns import Column
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
+    JSON_COLUMNS,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
@@ -97,57 +98,35 @@ class CsvSerializer:
 def _quoting(row: EnvelopeRow) -> int:
     """Bytes CSV adds to the documents: two enclosing quotes, and each inner one doubled."""
     extra = 0
-    for document in (
-        row.document_key,
-        row.full_document,
-        row.update_description,
-        row.resume_token,
-        row.full_document_before_change,
-        row.transaction,
-        row.extra,
-    ):
+    for at in _JSON:
+        document: bytes | None = row[at]  # type: ignore[assignment]  # a JSON column
         if document is not None:
             extra += 2 + document.count(_QUOTE)
     return extra
 
 
-def _records(rows: Sequence[EnvelopeRow]) -> Iterator[tuple[str | int | None, ...]]:
-    for (
-        operation,
-        database,
-        collection,
-        cluster_time,
-        key,
-        full,
-        update,
-        token,
-        before,
-        wall_time,
-        increment,
-        transaction,
-        extra,
-    ) in rows:
-        yield (
-            operation,
-            database,
-            collection,
-            None if cluster_time is None else iso_utc(cluster_time),
-            None if key is None else key.decode(),
-            None if full is None else full.decode(),
-            None if update is None else update.decode(),
-            None if token is None else token.decode(),
-            None if before is None else before.decode(),
-            None if wall_time is None else iso_utc(wall_time),
-            increment,
-            None if transaction is None else transaction.decode(),
-            None if extra is None else extra.decode(),
-        )
+_TIMES = [ENVELOPE_COLUMNS.index(column) for column in ("cluster_time", "wall_time")]
+_JSON = [ENVELOPE_COLUMNS.index(column) for column in JSON_COLUMNS]
 
 
-def _typed_records(rows: Sequence[TypedRow]) -> Iterator[tuple[str | int | None, ...]]:
+def _records(rows: Sequence[EnvelopeRow]) -> Iterator[list[Any]]:
+    """Each row as CSV cells: times as ISO-8601 UTC text, JSON bytes as text."""
+    for row in rows:
+        record: list[Any] = list(row)
+        for at in _TIMES:
+            if record[at] is not None:
+                record[at] = iso_utc(record[at])
+        for at in _JSON:
+            if record[at] is not None:
+                record[at] = record[at].decode()
+        yield record
+
+
+def _typed_records(rows: Sequence[TypedRow]) -> Iterator[list[Any]]:
     envelopes = [row.envelope for row in rows]
     for record, row in zip(_records(envelopes), rows, strict=True):
-        yield (*record, *row.values)
+        record.extend(row.values)
+        yield record
 
 
 _NEEDS_QUOTES = frozenset(',"\r\n')

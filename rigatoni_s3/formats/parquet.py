@@ -201,7 +201,7 @@ class ParquetSerializer:
                     arrays.append(pa.nulls(len(column), field.type))
                 else:
                     arrays.append(pa.array(column, type=field.type))
-                    breaker()
+                breaker()
             batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
         table = pa.Table.from_batches(batches, schema=schema)
         sink = pa.BufferOutputStream()
