@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from rigatoni_s3._bsonjson import NATIVE
+from rigatoni_s3.columns import Column
 from rigatoni_s3.config import (
     Compression,
     IcebergConfig,
@@ -25,6 +26,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [  # noqa: RUF022 - plain sorted() order, which the public-API test checks
     "ChangeEvent",
+    "Column",
     "Compression",
     "DestinationStats",
     "IcebergConfig",

@@ -47,6 +47,7 @@ cdef extern from "_bsonjson_walk.h" nogil:
     int BJ_FLOAT_NULL
     int BJ_FLOAT_EXTJSON
     int BJ_MAX_DEPTH
+    int BJ_NFIELDS
 
     ctypedef struct bj_float:
         size_t pos
@@ -66,11 +67,14 @@ cdef extern from "_bsonjson_walk.h" nogil:
         int64_t cluster_ms
         int has_cluster_inc
         int64_t cluster_inc
-        int64_t field_start[4]
-        int64_t field_end[4]
-        size_t field_floats[4][2]
+        int has_wall_time
+        int64_t wall_ms
+        int64_t field_start[7]
+        int64_t field_end[7]
+        size_t field_floats[7][2]
         int64_t span_start, span_end
         int64_t head_start, head_end
+        int64_t mid_start, mid_end
         uint8_t *out
         bj_float *floats
 
@@ -81,9 +85,11 @@ cdef extern from "_bsonjson_walk.h" nogil:
     int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size)
     int bj_jsonl_head(bj_walker *w)
     void bj_event_free(bj_event *ev)
+    void bj_walker_free(bj_walker *w)
 
 
 assert MAX_DEPTH == BJ_MAX_DEPTH
+assert BJ_NFIELDS == 7  # the size of the field arrays declared above
 
 cdef bytes _NAN = b'{"$numberDouble":"NaN"}'
 cdef bytes _INF = b'{"$numberDouble":"Infinity"}'
@@ -100,43 +106,57 @@ cdef inline void _put(object envelope, Py_ssize_t i, object value):
 
 cdef object _envelope(bj_event *ev, const uint8_t *b, const char *text, size_t *cuts, Py_ssize_t *next_text):
     """A RawEnvelope built as tuple.__new__ builds a tuple subclass, minus the calls."""
-    envelope = <object>PyType_GenericAlloc(_ENVELOPE, 11)
+    envelope = <object>PyType_GenericAlloc(_ENVELOPE, 15)
     Py_DECREF(envelope)  # the cast took a second reference to the new object
     _put(envelope, 0, _text(b, ev.op_off, ev.op_len))
     _put(envelope, 1, _text(b, ev.db_off, ev.db_len))
     _put(envelope, 2, _text(b, ev.coll_off, ev.coll_len))
     _put(envelope, 3, ev.cluster_ms if ev.has_cluster_time else None)
     _put(envelope, 4, ev.cluster_inc if ev.has_cluster_inc else None)
-    fields = [_field(ev, k, text, cuts, next_text) for k in range(4)]
-    for k in range(4):
+    # In slot order, the order the batch's doubles were listed in.
+    fields = [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)]
+    for k in range(5):  # document_key .. full_document_before_change
         _put(envelope, 5 + k, fields[k])
-    _put(envelope, 9, (ev.span_start, ev.span_end) if ev.span_start >= 0 else None)
-    _put(envelope, 10, _line(ev, fields) if ev.head_start >= 0 else None)
+    _put(envelope, 10, ev.wall_ms if ev.has_wall_time else None)
+    _put(envelope, 11, fields[5])  # transaction
+    _put(envelope, 12, fields[6])  # extra
+    _put(envelope, 13, (ev.span_start, ev.span_end) if ev.span_start >= 0 else None)
+    _put(envelope, 14, _line(ev, fields) if ev.head_start >= 0 else None)
     return envelope
 
 
-cdef bytes _KEY = b',"document_key":'
-cdef bytes _FULL = b',"full_document":'
-cdef bytes _UPDATE = b',"update_description":'
-cdef bytes _TOKEN = b',"resume_token":'
+# The row's keys before each JSON field, in slot order; the walk's middle part
+# (wall_time, cluster_time_increment) goes before the transaction.
+cdef tuple _LABELS = (
+    b',"document_key":',
+    b',"full_document":',
+    b',"update_description":',
+    b',"resume_token":',
+    b',"full_document_before_change":',
+    b',"transaction":',
+    b',"extra":',
+)
 cdef bytes _NULL = b"null"
 
 
 cdef object _line(bj_event *ev, list fields):
-    """The event's JSON Lines row: the head the walk wrote, then the four documents."""
-    cdef Py_ssize_t size = ev.head_end - ev.head_start + 1  # and the closing brace
+    """The event's JSON Lines row: the head the walk wrote, the documents, the middle
+    the walk wrote, then the transaction and the extra fields."""
+    cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
     cdef Py_ssize_t k
     cdef bytes part
-    labels = (_KEY, _FULL, _UPDATE, _TOKEN)
-    for k in range(4):
+    for k in range(BJ_NFIELDS):
         part = fields[k] if fields[k] is not None else _NULL
-        size += PyBytes_GET_SIZE(labels[k]) + PyBytes_GET_SIZE(part)
+        size += PyBytes_GET_SIZE(_LABELS[k]) + PyBytes_GET_SIZE(part)
     result = PyBytes_FromStringAndSize(NULL, size)
     cdef char *o = PyBytes_AS_STRING(result)
     memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
     o += ev.head_end - ev.head_start
-    for k in range(4):
-        part = labels[k]
+    for k in range(BJ_NFIELDS):
+        if k == 5:
+            memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
+            o += ev.mid_end - ev.mid_start
+        part = _LABELS[k]
         memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
         o += PyBytes_GET_SIZE(part)
         part = fields[k] if fields[k] is not None else _NULL
@@ -290,7 +310,7 @@ cdef object _convert(documents, bint build, bint lines):
             ev = &events[i]
             if ptrs[i] == NULL or ev.status != BJ_OK:
                 continue
-            for k in range(4):
+            for k in range(BJ_NFIELDS):
                 if ev.field_start[k] >= 0:
                     for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
                         if ev.floats[f].mode == BJ_FLOAT_ORJSON:
@@ -330,7 +350,7 @@ cdef object _convert(documents, bint build, bint lines):
             if events:
                 bj_event_free(&events[i])
         free(cuts)
-        free(walker.elems)
+        bj_walker_free(&walker)
         free(views)
         free(pinned)
         free(ptrs)

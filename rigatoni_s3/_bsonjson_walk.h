@@ -23,7 +23,14 @@
 #include <math.h>
 
 #define BJ_MAX_DEPTH 100
-#define BJ_NFIELDS 4
+#define BJ_NFIELDS 7
+
+/* The JSON field slots, in the order the caller reads them. Transaction and extra
+ * are composed after the walk from pieces found anywhere in the event. */
+enum {
+    BJ_FIELD_KEY, BJ_FIELD_FULL, BJ_FIELD_UPDATE, BJ_FIELD_TOKEN, BJ_FIELD_BEFORE,
+    BJ_FIELD_TRANSACTION, BJ_FIELD_EXTRA,
+};
 
 enum { BJ_OK = 0, BJ_REJECT = 1, BJ_FALLBACK = 2, BJ_NOMEM = 3 };
 
@@ -50,25 +57,32 @@ typedef struct {
     size_t seg_start, seg_end; /* the element's "key":value in the output */
 } bj_elem;
 
-/* Top-level fields the walker extracts. Add a row (and, for a JSON field, a slot
- * in bj_event.field_*) to extract one more. */
-enum { BJ_TOP_OPERATION, BJ_TOP_NS, BJ_TOP_CLUSTER_TIME, BJ_TOP_JSON };
+/* Top-level fields the walker extracts; every other top-level element goes into the
+ * extra object. Add a row (and, for a JSON field, a slot) to extract one more. */
+enum {
+    BJ_TOP_OPERATION, BJ_TOP_NS, BJ_TOP_CLUSTER_TIME, BJ_TOP_WALL_TIME, BJ_TOP_JSON,
+    BJ_TOP_TXN,
+};
 
 typedef struct {
     const char *name;
     size_t len;
     int kind;
-    int field; /* the JSON slot for BJ_TOP_JSON */
+    int field; /* the JSON slot for BJ_TOP_JSON, the part of the transaction for BJ_TOP_TXN */
 } bj_top;
 
 static const bj_top BJ_TOP_FIELDS[] = {
     {"operationType", 13, BJ_TOP_OPERATION, -1},
     {"ns", 2, BJ_TOP_NS, -1},
     {"clusterTime", 11, BJ_TOP_CLUSTER_TIME, -1},
-    {"documentKey", 11, BJ_TOP_JSON, 0},
-    {"fullDocument", 12, BJ_TOP_JSON, 1},
-    {"updateDescription", 17, BJ_TOP_JSON, 2},
-    {"_id", 3, BJ_TOP_JSON, 3},
+    {"wallTime", 8, BJ_TOP_WALL_TIME, -1},
+    {"documentKey", 11, BJ_TOP_JSON, BJ_FIELD_KEY},
+    {"fullDocument", 12, BJ_TOP_JSON, BJ_FIELD_FULL},
+    {"updateDescription", 17, BJ_TOP_JSON, BJ_FIELD_UPDATE},
+    {"_id", 3, BJ_TOP_JSON, BJ_FIELD_TOKEN},
+    {"fullDocumentBeforeChange", 24, BJ_TOP_JSON, BJ_FIELD_BEFORE},
+    {"txnNumber", 9, BJ_TOP_TXN, 0},
+    {"lsid", 4, BJ_TOP_TXN, 1},
 };
 #define BJ_NTOP (sizeof(BJ_TOP_FIELDS) / sizeof(BJ_TOP_FIELDS[0]))
 
@@ -83,15 +97,26 @@ typedef struct {
     int64_t cluster_ms;
     int has_cluster_inc;
     int64_t cluster_inc;
+    int has_wall_time;
+    int64_t wall_ms;
     int64_t field_start[BJ_NFIELDS], field_end[BJ_NFIELDS];
     size_t field_floats[BJ_NFIELDS][2]; /* the field's doubles: [first, last) in floats */
     int64_t span_start, span_end;
     int64_t head_start, head_end; /* the JSON Lines head, when asked for */
+    int64_t mid_start, mid_end;   /* and its wall_time and cluster_time_increment */
     uint8_t *out;
     size_t out_len, out_cap;
     bj_float *floats;
     size_t nfloats, floats_cap;
 } bj_event;
+
+/* A value written where the walk met it, to be copied into a composed object:
+ * its text is out[start, end), its doubles floats[first, last). */
+typedef struct {
+    size_t start, end;
+    size_t first, last;
+    int moved; /* a DBRef inside left its floats out of position order */
+} bj_piece;
 
 typedef struct {
     const uint8_t *b;
@@ -101,6 +126,9 @@ typedef struct {
     int floats_moved;   /* a DBRef reordering left floats out of position order */
     bj_elem *elems;     /* a stack shared by the documents being walked */
     size_t nelems, elems_cap;
+    bj_piece txn[2];    /* txnNumber, lsid; start == SIZE_MAX when absent or null */
+    bj_piece *extra;    /* the unknown top-level elements, "key":value each, in order */
+    size_t nextra, extra_cap;
 } bj_walker;
 
 /* ---- output ------------------------------------------------------------------ */
@@ -484,15 +512,25 @@ static int bj_decimal128(bj_walker *w, const uint8_t *p) {
     return 0;
 }
 
+/* Room for `extra` more recorded doubles. */
+static int bj_reserve_floats(bj_walker *w, size_t extra) {
+    bj_event *ev = w->ev;
+    if (ev->floats_cap - ev->nfloats >= extra) return 0;
+    size_t cap = ev->floats_cap ? ev->floats_cap : 16;
+    while (cap - ev->nfloats < extra) {
+        if (cap > SIZE_MAX / 2 / sizeof(bj_float)) return bj_nomem(w);
+        cap *= 2;
+    }
+    bj_float *p = (bj_float *)realloc(ev->floats, cap * sizeof *p);
+    if (!p) return bj_nomem(w);
+    ev->floats = p;
+    ev->floats_cap = cap;
+    return 0;
+}
+
 static int bj_record_float(bj_walker *w, double value) {
     bj_event *ev = w->ev;
-    if (ev->nfloats == ev->floats_cap) {
-        size_t cap = ev->floats_cap ? ev->floats_cap * 2 : 16;
-        bj_float *p = (bj_float *)realloc(ev->floats, cap * sizeof *p);
-        if (!p) return bj_nomem(w);
-        ev->floats = p;
-        ev->floats_cap = cap;
-    }
+    if (bj_reserve_floats(w, 1)) return -1;
     bj_float *f = &ev->floats[ev->nfloats++];
     f->pos = ev->out_len;
     f->value = value;
@@ -1021,6 +1059,130 @@ static int bj_cmp_float(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The name of the Python type pymongo decodes a value of `type` to (a null is
+ * never asked for, and a DBRef-shaped document has fallen back by then). */
+static const char *bj_type_name(const uint8_t *b, uint8_t type, size_t value) {
+    switch (type) {
+    case 0x01: return "float";
+    case 0x02: case 0x0E: return "str";
+    case 0x03: return "dict";
+    case 0x04: return "list";
+    case 0x05: return b[value + 4] == 0 ? "bytes" : "Binary";
+    case 0x07: return "ObjectId";
+    case 0x08: return "bool";
+    case 0x09: return "datetime";
+    case 0x0B: return "Regex";
+    case 0x0C: return "DBRef";
+    case 0x0D: case 0x0F: return "Code";
+    case 0x10: return "int";
+    case 0x11: return "Timestamp";
+    case 0x12: return "Int64";
+    case 0x13: return "Decimal128";
+    case 0x7F: return "MaxKey";
+    case 0xFF: return "MinKey";
+    default: return "NoneType";
+    }
+}
+
+/* wallTime: a BSON date within datetime's range, or null. */
+static int bj_wall_time(bj_walker *w, uint8_t type, size_t value) {
+    bj_event *ev = w->ev;
+    if (type == 0x0A || type == 0x06) return 0;
+    if (type != 0x09) {
+        ev->status = BJ_REJECT;
+        snprintf(ev->reason, sizeof ev->reason, "'wallTime' must be a BSON date, got %s",
+                 bj_type_name(w->b, type, value));
+        return -1;
+    }
+    int64_t ms = (int64_t)bj_u64(w->b + value);
+    if (ms < BJ_MIN_MS || ms > BJ_MAX_MS) return bj_reject_text(w, "'wallTime' is out of range: year outside 1..9999");
+    ev->has_wall_time = 1;
+    ev->wall_ms = ms;
+    return 0;
+}
+
+/* The value at `at` written where the walk meets it, as "key":value with a key, and
+ * its place recorded in `piece` for bj_compose. */
+static int bj_walk_piece(bj_walker *w, uint8_t type, size_t at, size_t stop, const uint8_t *key,
+                         size_t key_len, bj_piece *piece, size_t *next) {
+    bj_event *ev = w->ev;
+    piece->start = ev->out_len;
+    piece->first = ev->nfloats;
+    w->floats_moved = 0;
+    if (key) {
+        if (bj_text(w, key, key_len, "element name")) return -1;
+        BJ_CH(w, ':');
+    }
+    if (bj_value(w, type, at, stop, 1, next)) return -1;
+    piece->end = ev->out_len;
+    piece->last = ev->nfloats;
+    piece->moved = w->floats_moved;
+    return 0;
+}
+
+/* Room for one more extra piece; the array moves only here, never during a walk. */
+static int bj_extra_slot(bj_walker *w) {
+    if (w->nextra < w->extra_cap) return 0;
+    size_t cap = w->extra_cap ? w->extra_cap * 2 : 8;
+    if (cap > SIZE_MAX / sizeof(bj_piece)) return bj_nomem(w);
+    bj_piece *p = (bj_piece *)realloc(w->extra, cap * sizeof *p);
+    if (!p) return bj_nomem(w);
+    w->extra = p;
+    w->extra_cap = cap;
+    return 0;
+}
+
+/* Copies a piece's text to the end of the output, its doubles moved along with it. */
+static int bj_copy_piece(bj_walker *w, const bj_piece *piece) {
+    bj_event *ev = w->ev;
+    size_t len = piece->end - piece->start, n = piece->last - piece->first;
+    if (bj_reserve(w, len) || bj_reserve_floats(w, n)) return -1;
+    size_t to = ev->out_len;
+    memcpy(ev->out + to, ev->out + piece->start, len); /* the piece lies below out_len */
+    for (size_t i = 0; i < n; i++) {
+        bj_float f = ev->floats[piece->first + i];
+        f.pos = f.pos - piece->start + to;
+        ev->floats[ev->nfloats++] = f;
+    }
+    ev->out_len += len;
+    return 0;
+}
+
+/* The JSON object of the present pieces, in the given order, at the end of the output
+ * as field `field`; with `labels`, each piece is the value of its label's key. No
+ * piece present: the field stays None. Its doubles are spelled as one dumps() call of
+ * the whole object spells them. */
+static int bj_compose(bj_walker *w, int field, const bj_piece *pieces, size_t n,
+                      const char *const *labels) {
+    bj_event *ev = w->ev;
+    size_t start = ev->out_len, float_base = ev->nfloats;
+    int moved = 0, first = 1;
+    BJ_CH(w, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (pieces[i].start == SIZE_MAX) continue;
+        if (!first) BJ_CH(w, ',');
+        first = 0;
+        if (labels) BJ_PUT(w, labels[i], strlen(labels[i]));
+        if (bj_copy_piece(w, &pieces[i])) return -1;
+        moved |= pieces[i].moved;
+    }
+    if (first) {
+        ev->out_len = start;
+        return 0;
+    }
+    BJ_CH(w, '}');
+    ev->field_start[field] = (int64_t)start;
+    ev->field_end[field] = (int64_t)ev->out_len;
+    ev->field_floats[field][0] = float_base;
+    ev->field_floats[field][1] = ev->nfloats;
+    bj_finish_floats(ev, float_base);
+    if (moved)
+        qsort(ev->floats + float_base, ev->nfloats - float_base, sizeof(bj_float), bj_cmp_float);
+    return 0;
+}
+
+static const char *const BJ_TXN_LABELS[2] = {"\"txnNumber\":", "\"lsid\":"};
+
 /* One whole event. Fills w->ev; returns its status. */
 static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     bj_event *ev = w->ev;
@@ -1029,6 +1191,8 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     w->quiet = 0;
     w->floats_moved = 0;
     w->nelems = 0;
+    w->txn[0].start = w->txn[1].start = SIZE_MAX;
+    w->nextra = 0;
     ev->status = BJ_OK;
     ev->reason[0] = 0;
     ev->op_off = ev->db_off = ev->coll_off = -1;
@@ -1037,8 +1201,11 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     ev->cluster_ms = 0;
     ev->has_cluster_inc = 0;
     ev->cluster_inc = 0;
+    ev->has_wall_time = 0;
+    ev->wall_ms = 0;
     ev->span_start = ev->span_end = -1;
     ev->head_start = ev->head_end = -1;
+    ev->mid_start = ev->mid_end = -1;
     ev->out_len = 0;
     ev->nfloats = 0;
     for (int i = 0; i < BJ_NFIELDS; i++) {
@@ -1055,6 +1222,8 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
     uint8_t ns_type = 0;
     int64_t ct_at = -1;
     uint8_t ct_type = 0;
+    int64_t wt_at = -1;
+    uint8_t wt_type = 0;
     size_t pos = 4, stop = size - 1;
     while (pos < stop) {
         uint8_t type = b[pos++];
@@ -1075,7 +1244,20 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
         size_t out_mark = ev->out_len, float_mark = ev->nfloats, elem_mark = w->nelems;
         size_t next;
         int rc;
-        if (top && top->kind == BJ_TOP_JSON) {
+        if (!top) {
+            /* Not a column of its own: "key":value in the extra object, nulls too. */
+            if (bj_extra_slot(w)) return ev->status;
+            if (bj_walk_piece(w, type, pos, stop, key, key_len, &w->extra[w->nextra], &next))
+                return ev->status;
+            w->nextra++;
+        } else if (top->kind == BJ_TOP_TXN) {
+            bj_piece *piece = &w->txn[top->field];
+            if (bj_walk_piece(w, type, pos, stop, NULL, 0, piece, &next)) return ev->status;
+            if (type == 0x0A || type == 0x06) {
+                piece->start = SIZE_MAX; /* null: left out of the transaction */
+                ev->out_len = out_mark;
+            }
+        } else if (top->kind == BJ_TOP_JSON) {
             w->floats_moved = 0;
             if (type == 0x03 || type == 0x04)
                 rc = bj_doc(w, pos, stop, 2, type == 0x04, NULL), next = rc ? 0 : pos + bj_u32(b + pos);
@@ -1093,34 +1275,35 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
                 if (w->floats_moved)
                     qsort(ev->floats + float_mark, ev->nfloats - float_mark, sizeof(bj_float), bj_cmp_float);
             }
-            if (top->field == 3) {
+            if (top->field == BJ_FIELD_TOKEN) {
                 if (type == 0x03) ev->span_start = (int64_t)pos, ev->span_end = (int64_t)next;
             }
         } else {
             int is_dbref = 0;
-            if (!top) w->quiet++; /* checked, not read */
             if (type == 0x03 || type == 0x04)
                 rc = bj_doc(w, pos, stop, 2, type == 0x04, &is_dbref), next = rc ? 0 : pos + bj_u32(b + pos);
             else
                 rc = bj_value(w, type, pos, stop, 1, &next);
-            if (!top) w->quiet--;
             if (rc) return ev->status;
             ev->out_len = out_mark;
             ev->nfloats = float_mark;
-            if (top && is_dbref) return bj_fallback(w), ev->status; /* not a mapping to pymongo */
-            if (top && top->kind == BJ_TOP_OPERATION) {
+            if (is_dbref) return bj_fallback(w), ev->status; /* not a mapping to pymongo */
+            if (top->kind == BJ_TOP_OPERATION) {
                 ev->op_off = -1;
                 if (bj_is_text(type)) {
                     size_t s = type == 0x0F ? pos + 4 : pos;
                     ev->op_off = (int64_t)s + 4;
                     ev->op_len = (int64_t)bj_u32(b + s) - 1;
                 }
-            } else if (top && top->kind == BJ_TOP_NS) {
+            } else if (top->kind == BJ_TOP_NS) {
                 ns_at = (int64_t)pos;
                 ns_type = type;
-            } else if (top && top->kind == BJ_TOP_CLUSTER_TIME) {
+            } else if (top->kind == BJ_TOP_CLUSTER_TIME) {
                 ct_at = (int64_t)pos;
                 ct_type = type;
+            } else if (top->kind == BJ_TOP_WALL_TIME) {
+                wt_at = (int64_t)pos;
+                wt_type = type;
             }
         }
         w->nelems = elem_mark;
@@ -1139,12 +1322,16 @@ static int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size) {
         if (bj_ns_field(w, (size_t)ns_at, "coll", &ev->coll_off, &ev->coll_len)) return ev->status;
     }
     if (ct_at >= 0 && bj_cluster_time(w, ct_type, (size_t)ct_at)) return ev->status;
+    if (wt_at >= 0 && bj_wall_time(w, wt_type, (size_t)wt_at)) return ev->status;
+    if (bj_compose(w, BJ_FIELD_TRANSACTION, w->txn, 2, BJ_TXN_LABELS)) return ev->status;
+    if (bj_compose(w, BJ_FIELD_EXTRA, w->extra, w->nextra, NULL)) return ev->status;
     return ev->status;
 }
 
 /* After a successful walk: the start of the event's JSON Lines row, as orjson writes
  * {"operation":..,"database":..,"collection":..,"cluster_time":.. (no closing brace;
- * the documents follow). The texts were checked by the walk. */
+ * the documents follow), and its middle, ,"wall_time":..,"cluster_time_increment":..
+ * (between the pre-image and the transaction). The texts were checked by the walk. */
 static int bj_jsonl_head(bj_walker *w) {
     bj_event *ev = w->ev;
     ev->head_start = (int64_t)ev->out_len;
@@ -1160,6 +1347,14 @@ static int bj_jsonl_head(bj_walker *w) {
     if (!ev->has_cluster_time) BJ_LIT(w, "null");
     else if (bj_datetime(w, ev->cluster_ms)) return -1;
     ev->head_end = (int64_t)ev->out_len;
+    ev->mid_start = (int64_t)ev->out_len;
+    BJ_LIT(w, ",\"wall_time\":");
+    if (!ev->has_wall_time) BJ_LIT(w, "null");
+    else if (bj_datetime(w, ev->wall_ms)) return -1;
+    BJ_LIT(w, ",\"cluster_time_increment\":");
+    if (!ev->has_cluster_inc) BJ_LIT(w, "null");
+    else if (bj_int(w, ev->cluster_inc)) return -1;
+    ev->mid_end = (int64_t)ev->out_len;
     return 0;
 }
 
@@ -1169,6 +1364,14 @@ static void bj_event_free(bj_event *ev) {
     ev->out = NULL;
     ev->floats = NULL;
     ev->out_cap = ev->floats_cap = 0;
+}
+
+static void bj_walker_free(bj_walker *w) {
+    free(w->elems);
+    free(w->extra);
+    w->elems = NULL;
+    w->extra = NULL;
+    w->elems_cap = w->extra_cap = 0;
 }
 
 #endif

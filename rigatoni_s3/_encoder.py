@@ -17,6 +17,7 @@ import attrs
 
 from rigatoni_s3._bsonjson import convert_batch
 from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3._projection import Projection
 from rigatoni_s3.compression import IDENTITY, Codec
 from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
@@ -45,6 +46,9 @@ class PreparedEvents:
     nbytes: int
     last_resume_token: Any
     """Resume token of the last accepted event that has one."""
+    type_mismatches: int = 0
+    """Values of accepted events written as null because they could not take their
+    typed column's type."""
 
 
 @attrs.frozen
@@ -68,6 +72,12 @@ class Encoder:
     strategy: KeyGenerationStrategy
     utc_seconds: UtcSeconds = attrs.field(factory=UtcSeconds, eq=False, repr=False)
     """Whole seconds as datetimes, shared by the events of one second."""
+    projection: Projection | None = attrs.field(init=False, eq=False, repr=False)
+    """Reads the serializer's typed columns out of events; None without any."""
+
+    @projection.default
+    def _projection(self) -> Projection | None:
+        return Projection(self.serializer.columns) if self.serializer.columns else None
 
     @property
     def outer_codec(self) -> Codec:
@@ -126,6 +136,7 @@ class Encoder:
             len(part.rows),
             sum(part.sizes),
             None if part.last_token is None else part.last_token[1],
+            part.mismatches,
         )
 
     def _encode_decoded(
@@ -162,7 +173,11 @@ class Encoder:
             ),
             None,
         )
-        return _Encoded(kept, partitions, rows, sizes, last_token)
+        mismatches = 0
+        if self.projection is not None:
+            values, mismatches = self.projection.values_of(accepted)
+            rows, sizes = self.serializer.with_columns(rows, sizes, values)
+        return _Encoded(kept, partitions, rows, sizes, last_token, mismatches)
 
     def _encode_raw(
         self,
@@ -181,6 +196,7 @@ class Encoder:
         envelopes: list[EnvelopeRow] = []
         rows: list[Any] = []
         kept: list[int] = []
+        accepted: list[RawBson] = []
         partitions: list[PartitionKey] = []
         last_span: tuple[int, RawBson, tuple[int, int]] | None = None
         converted = convert_batch(documents, lines)  # without the GIL, mostly
@@ -224,6 +240,7 @@ class Encoder:
                 )
                 partitions.append(partition_of(strategy, envelope.collection, when, now))
             kept.append(index)
+            accepted.append(document)
             if envelope.resume_token_span is not None:
                 last_span = (index, document, envelope.resume_token_span)
         if lines:
@@ -234,7 +251,11 @@ class Encoder:
         if last_span is not None:
             index, document, span = last_span
             last_token = (index, raw_document(document, span))
-        return _Encoded(kept, partitions, rows, sizes, last_token)
+        mismatches = 0
+        if self.projection is not None:
+            values, mismatches = self.projection.values_of_raw(accepted)
+            rows, sizes = self.serializer.with_columns(rows, sizes, values)
+        return _Encoded(kept, partitions, rows, sizes, last_token, mismatches)
 
     def _encode_one_by_one(
         self,
@@ -315,6 +336,8 @@ class _Encoded:
     sizes: list[int]
     last_token: tuple[int, Any] | None
     """Position and resume token of the last event that has one."""
+    mismatches: int = 0
+    """Typed values written as null for not fitting their column."""
 
 
 def _instant(ms: int | None, utc_seconds: UtcSeconds) -> datetime | None:
@@ -344,6 +367,7 @@ def _merged(first: _Encoded, second: _Encoded) -> _Encoded:
         [parts[p].rows[n] for _, p, n in order],
         [parts[p].sizes[n] for _, p, n in order],
         max(tokens, key=lambda token: token[0]) if tokens else None,
+        first.mismatches + second.mismatches,
     )
 
 

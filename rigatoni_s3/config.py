@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from rigatoni_s3.columns import Column, check_names, to_columns
 from rigatoni_s3.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -173,6 +174,13 @@ def _to_optional_path(value: Any) -> Path | None:
     if isinstance(value, str) and value:
         return Path(value)
     raise ConfigError("dead_letter_dir", f"must be a path or None, got {value!r}")
+
+
+def _check_column_names(
+    config: S3Config, _: attrs.Attribute[Mapping[str, Column]], columns: Mapping[str, Column]
+) -> None:
+    # attrs runs validators once every field is set, so the key strategy is known here.
+    check_names(columns, hive=config.key_strategy is KeyGenerationStrategy.HIVE_PARTITIONED)
 
 
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
@@ -349,6 +357,12 @@ class S3Config:
         converter=_to_key_strategy,
     )
     """Object key layout. Default date-hour partitioned."""
+    columns: Mapping[str, Column] = attrs.field(
+        factory=dict, converter=to_columns, validator=_check_column_names
+    )
+    """Typed columns written after the envelope, by name, in this order (see
+    :class:`~rigatoni_s3.columns.Column`). Names must differ from the envelope's and, with
+    Hive keys, from the partition columns."""
     max_retries: int = attrs.field(default=3, validator=_non_negative_int("max_retries"))
     """Retries of a transient upload failure after the first attempt (so 3 means 4 attempts)."""
     endpoint_url: str | None = attrs.field(default=None, validator=_check_endpoint)
@@ -500,6 +514,7 @@ class S3ConfigBuilder:
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
+        self._columns: list[tuple[str, dict[str, str]]] = []
 
     def _set(self, name: str, value: Any) -> Self:
         self._values[name] = value
@@ -522,6 +537,11 @@ class S3ConfigBuilder:
 
     def key_strategy(self, value: KeyGenerationStrategy | str) -> Self:
         return self._set("key_strategy", value)
+
+    def column(self, name: str, path: str, type: str) -> Self:
+        """Add a typed column after those added before; checked by ``build()``."""
+        self._columns.append((name, {"path": path, "type": type}))
+        return self
 
     def max_retries(self, value: int) -> Self:
         return self._set("max_retries", value)
@@ -603,7 +623,15 @@ class S3ConfigBuilder:
         missing = [name for name in ("bucket", "region") if name not in self._values]
         if missing:
             raise ConfigError(missing[0], f"is required; call .{missing[0]}(...) before .build()")
+        values = dict(self._values)
+        if self._columns:
+            columns: dict[str, Any] = {}
+            for name, column in self._columns:
+                if name in columns:
+                    raise ConfigError(f"columns[{name!r}]", "is added twice")
+                columns[name] = column
+            values["columns"] = columns
         try:
-            return S3Config(**self._values)
+            return S3Config(**values)
         except TypeError as exc:  # attrs reports a wrong keyword as TypeError
             raise ConfigError("builder", str(exc)) from exc

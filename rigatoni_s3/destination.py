@@ -2,8 +2,10 @@
 
 The life of an event, top to bottom in this file:
 
-1. ``write_batch`` encodes the events into rows in the thread pool, grouped by
-   partition (collection + hour, day...), rejecting bad events one by one.
+1. ``write_batch`` puts split events back together and encodes the events into
+   rows in the thread pool, grouped by partition (collection + hour, day...),
+   rejecting bad events one by one. Fragments of an event not yet complete are
+   held for the next call.
 2. It waits for room under ``max_buffer_bytes`` (backpressure), then appends the
    rows to their partition buffers and returns.
 3. A buffer that is full, or whose ``flush_interval`` timer fires, is sealed: it
@@ -39,8 +41,9 @@ import aioboto3
 from rigatoni_s3._bsonjson import NATIVE
 from rigatoni_s3._buffer import BufferSet, PartitionBuffer
 from rigatoni_s3._delivery import Deliveries
-from rigatoni_s3._encoder import Encoder, Event
+from rigatoni_s3._encoder import Encoder, Event, PreparedEvents
 from rigatoni_s3._flusher import Flusher
+from rigatoni_s3._fragments import NOTHING_HELD, HeldFragments, Reassembled, reassemble
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import RetryPolicy
 from rigatoni_s3._uploader import S3Uploader, client_options, object_options
@@ -103,7 +106,7 @@ class S3Destination:
             ENCODE_THREADS, thread_name_prefix="rigatoni-s3-encode"
         )
         self._encoder = Encoder(
-            serializer_for(config.format, config.compression),
+            serializer_for(config.format, config.compression, config.columns),
             codec_for(config.compression),
             config.key_strategy,
         )
@@ -137,6 +140,8 @@ class S3Destination:
             executor=self._executor,
             on_written=self._committer.stage if self._committer else None,
         )
+        self._held: HeldFragments = NOTHING_HELD
+        """Fragments of a split event waiting for the rest; replaced, never changed."""
         self._objects_sealed = 0
         self._state = _State.NEW
         self._start_lock = asyncio.Lock()
@@ -228,11 +233,22 @@ class S3Destination:
         being decoded (the fast path) and written byte for byte as their decoded form
         would be; their ``durable_resume_token`` is a ``RawBSONDocument``.
 
+        The fragments of an event split by ``$changeStreamSplitLargeEvent`` are
+        written as the one event they make, with the last fragment's ``_id``; they
+        may span calls, and until the last one comes they are held, not accepted
+        (``durable_resume_token`` stays before them). A broken run of fragments is
+        rejected like an invalid event.
+
         Either every valid event of the call is accepted or none is: a cancelled
-        or timed-out call accepts nothing. Invalid events are rejected one by one
-        with :class:`~rigatoni_s3.errors.RejectedEventsError` after the valid ones
+        or timed-out call accepts nothing, and leaves the held fragments as they
+        were. Invalid events are rejected one by one with
+        :class:`~rigatoni_s3.errors.RejectedEventsError` after the valid ones
         were accepted. If an earlier upload failed and nobody was told yet, that
         error is raised first and nothing is accepted.
+
+        Concurrent calls are put together in the order they accept, as if made one
+        after another: a call that finds that another one changed the held
+        fragments while it was encoding encodes again from theirs.
 
         ``timeout`` bounds the wait for buffer room
         (:class:`~rigatoni_s3.errors.BackpressureTimeout`).
@@ -246,21 +262,52 @@ class S3Destination:
         batch = list(events)
         if not batch:
             return
-        loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(
-            self._executor, self._encoder.prepare, batch, datetime.now(UTC)
-        )
-        if prepared.accepted:
-            await self._buffers.reserve(prepared.nbytes, timeout, self._deliveries.resubmit_failed)
+        held, whole, prepared = await self._prepared(batch, timeout)
+        if prepared.accepted or whole.held is not held:
             if self._state is not _State.RUNNING:  # closed while we waited: the final flush is past
-                self._buffers.release(prepared.nbytes)
+                if prepared.accepted:
+                    self._buffers.release(prepared.nbytes)
                 raise DestinationClosedError("the destination was closed while this write waited")
+            self._held = whole.held  # the call accepts: from here on, nothing awaits
+        if prepared.accepted:
             ticket = self._progress.open(prepared.accepted, prepared.last_resume_token)
+            self._counters.type_mismatches += prepared.type_mismatches
             self._buffers.add(ticket, prepared)
             self._counters.events_accepted += prepared.accepted
-        if prepared.rejected:
-            self._counters.events_rejected += len(prepared.rejected)
-            raise RejectedEventsError(prepared.rejected, prepared.accepted)
+        rejected = whole.rejections(prepared.rejected)
+        if rejected:
+            self._counters.events_rejected += len(rejected)
+            raise RejectedEventsError(rejected, prepared.accepted)
+
+    async def _prepared(
+        self, batch: list[Event], timeout: float | None
+    ) -> tuple[HeldFragments, Reassembled, PreparedEvents]:
+        """The call encoded, from the fragments held when it began, and room reserved.
+
+        Done again if another call changed the held fragments meanwhile, so that calls
+        are put together in the order they accept.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            held = self._held
+            whole, prepared = await loop.run_in_executor(
+                self._executor, self._prepare, batch, held, datetime.now(UTC)
+            )
+            if prepared.accepted:
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                await self._buffers.reserve(prepared.nbytes, wait, self._deliveries.resubmit_failed)
+            if self._held is held:
+                return held, whole, prepared
+            if prepared.accepted:
+                self._buffers.release(prepared.nbytes)
+
+    def _prepare(
+        self, batch: list[Event], held: HeldFragments, now: datetime
+    ) -> tuple[Reassembled, PreparedEvents]:
+        """The thread-pool work of a call: split events put together, then encoded."""
+        whole = reassemble(batch, held)
+        return whole, self._encoder.prepare(whole.events, now)
 
     # -- 3. sealing -----------------------------------------------------------------------
 
@@ -313,7 +360,9 @@ class S3Destination:
         Buffers are sealed regardless of their thresholds, and objects that failed
         before are tried again; an object whose attempts began before this call gets a
         fresh round. Raises the :class:`~rigatoni_s3.errors.DeliveryError` of an object
-        that still cannot be written; its events stay buffered.
+        that still cannot be written; its events stay buffered. Fragments of a split
+        event still waiting for the rest are not accepted yet, so they are neither
+        written nor an error here.
         """
         self._deliveries.raise_if_crashed()
         if self._state is _State.NEW:
@@ -333,6 +382,10 @@ class S3Destination:
 
         Raises :class:`~rigatoni_s3.errors.UndeliveredError` if some events could not
         be written; they are counted and their keys named there, never silently dropped.
+        A split event still missing fragments is dropped, after everything else is
+        written, with :class:`~rigatoni_s3.errors.IncompleteEventError` naming its
+        fragments (or a note on the delivery error raised instead); the durable
+        resume token never passed them, so a stream resumed from it reads them again.
         """
         if self._state in (_State.CLOSING, _State.CLOSED):
             await self._closed.wait()
@@ -358,20 +411,29 @@ class S3Destination:
             self._shut_executor()
             self._state = _State.CLOSED
             self._closed.set()
+        incomplete = self._held.incomplete_error() if self._held else None
+        self._held = NOTHING_HELD
         if failure is not None:
             uncommitted = self._committer.undelivered(failure) if self._committer else None
             if uncommitted is not None and not self._deliveries.undelivered:
                 raise uncommitted from failure
             undelivered = self._deliveries.undelivered
             if not undelivered:  # everything is safe, some of it only on local disk
-                raise failure
-            keys = ", ".join(b.key for b in undelivered[:5])
-            raise UndeliveredError(
-                [failure],
-                sum(b.events for b in undelivered),
-                len(undelivered),
-                f" Keys: {keys}." if keys else "",
-            ) from failure
+                error: DeliveryError = failure
+            else:
+                keys = ", ".join(b.key for b in undelivered[:5])
+                error = UndeliveredError(
+                    [failure],
+                    sum(b.events for b in undelivered),
+                    len(undelivered),
+                    f" Keys: {keys}." if keys else "",
+                )
+                error.__cause__ = failure
+            if incomplete is not None:
+                error.add_note(f"Also: {incomplete}")
+            raise error
+        if incomplete is not None:
+            raise incomplete
         log.info(
             "destination closed", extra={"bucket": self.config.bucket, "writer_id": self.writer_id}
         )

@@ -5,8 +5,10 @@
     RigatoniS3Error
     ├── ConfigError (ValueError)            a setting is invalid; raised when the config is built
     ├── EventError (ValueError)             an event cannot be written as given
-    │   ├── InvalidEventError               not a change event (missing fields, wrong types)
-    │   └── SerializationError              a value the chosen format cannot hold
+    │   ├── InvalidEventError               not a change event (missing fields, wrong types,
+    │   │                                   a broken run of split-event fragments)
+    │   ├── SerializationError              a value the chosen format cannot hold
+    │   └── IncompleteEventError            close() found a split event still missing fragments
     ├── RejectedEventsError (ExceptionGroup, ValueError)
     │                                       some events of a write_batch call were rejected
     ├── DestinationClosedError (RuntimeError)
@@ -83,12 +85,35 @@ class SerializationError(EventError):
     """A value in the event has no representation in the chosen format."""
 
 
+class IncompleteEventError(EventError):
+    """``close()`` found a split event whose last fragments never came.
+
+    ``fragments`` holds the fragments received, as given (raw buffers as bytes), and
+    ``resume_tokens`` their ``_id``s. None of them was written, and
+    ``durable_resume_token`` never moved past them: a change stream resumed from it
+    delivers the whole event again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fragments: Sequence[object] = (),
+        resume_tokens: Sequence[object] = (),
+    ) -> None:
+        super().__init__(message)
+        self.fragments = tuple(fragments)
+        self.resume_tokens = tuple(resume_tokens)
+
+
 class RejectedEventsError(RigatoniS3Error, ExceptionGroup[EventError], ValueError):
     """Some events of a ``write_batch`` call were rejected; all the others were accepted.
 
     ``errors`` (also ``exceptions``, as in any exception group) holds one
     :class:`EventError` per rejected event, in input order, each with its ``index`` in
-    the batch. The accepted events are buffered as usual. Being an ``ExceptionGroup``,
+    the batch. A broken run of split-event fragments is one error at the index of its
+    first fragment in the batch; when all of them came in earlier calls, its ``index``
+    is None and it comes first. The accepted events are buffered as usual. Being an ``ExceptionGroup``,
     it lets a caller handle one kind alone: ``except* SerializationError``.
     """
 

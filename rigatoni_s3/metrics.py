@@ -43,6 +43,11 @@ class PrometheusCollector(Collector):
 
         yield counter("events_accepted", "Events accepted by write_batch.", stats.events_accepted)
         yield counter("events_rejected", "Events rejected as invalid.", stats.events_rejected)
+        yield counter(
+            "type_mismatches",
+            "Typed-column values written as null for not taking the column's type.",
+            stats.type_mismatches,
+        )
         yield counter("events_uploaded", "Events written to S3.", stats.events_uploaded)
         yield counter(
             "events_dead_lettered", "Events saved to dead_letter_dir.", stats.events_dead_lettered

@@ -30,6 +30,9 @@ class DestinationStats:
     """Events taken by ``write_batch``."""
     events_rejected: int
     """Events refused as invalid (``RejectedEventsError``)."""
+    type_mismatches: int
+    """Values of accepted events written as null in a typed column because they could
+    not take its type (the document column still holds them)."""
     events_buffered: int
     """Accepted events not yet written (in buffers, uploading, or kept after a failure)."""
     events_uploaded: int
@@ -65,6 +68,7 @@ class Counters:
 
     events_accepted: int = 0
     events_rejected: int = 0
+    type_mismatches: int = 0
     events_uploaded: int = 0
     events_dead_lettered: int = 0
     bytes_uploaded_raw: int = 0
@@ -84,6 +88,7 @@ class Counters:
         return DestinationStats(
             events_accepted=self.events_accepted,
             events_rejected=self.events_rejected,
+            type_mismatches=self.type_mismatches,
             events_buffered=self.events_accepted - done,
             events_uploaded=self.events_uploaded,
             events_dead_lettered=self.events_dead_lettered,

@@ -123,13 +123,18 @@ def oracle(raw: bytes) -> RawEnvelope | None:
 
 
 def _span(raw: bytes) -> tuple[int, int] | None:
-    """Where ``_id``'s embedded document lies, found by re-encoding (independent of both)."""
-    raw_doc = RawBSONDocument(raw, RAW_OPTIONS)
-    token = raw_doc.get("_id")
-    if not isinstance(token, RawBSONDocument):
-        return None
-    start = raw.rfind(b"\x03_id\x00" + token.raw)
-    return (start + 5, start + 5 + len(token.raw)) if start >= 0 else None
+    """Where the last top-level ``_id`` lies when it is a document, found with pymongo's
+    own element parser (independent of both modules; a search for its bytes could hit
+    an equal ``_id`` nested further on)."""
+    span = None
+    at, end = 4, len(raw) - 1
+    while at < end:
+        key, _, after = bson._element_to_dict(raw, memoryview(raw), at, end, RAW_OPTIONS)
+        if key == "_id":
+            start = at + 1 + len(key) + 1
+            span = (start, after) if raw[at] == 0x03 else None
+        at = after
+    return span
 
 
 def convert(impl: ModuleType, raw: bytes) -> RawEnvelope | str:
@@ -336,6 +341,33 @@ cluster_times = st.one_of(
     ),
     values,
 )
+wall_times = st.one_of(
+    st.just(...),
+    st.none(),
+    st.datetimes().map(lambda when: when.replace(microsecond=when.microsecond // 1000 * 1000)),
+    st.integers(-(2**63), 2**63 - 1).map(DatetimeMS),  # mostly beyond datetime's range
+    st.sampled_from([DatetimeMS(-62135596800001), DatetimeMS(253402300800000)]),
+    values,  # every other type, rejected
+)
+nonfinite = st.sampled_from([math.nan, math.inf, -math.inf])
+transaction_parts = st.one_of(
+    st.just(...),
+    st.none(),
+    st.integers(0, 2**63 - 1).map(Int64),
+    st.fixed_dictionaries(
+        {"id": st.binary(min_size=16, max_size=16).map(lambda data: Binary(data, 4))},
+        optional={"uid": st.binary(max_size=32)},
+    ),
+    nonfinite,
+    values,
+)
+extra_keys = st.one_of(
+    st.sampled_from(["to", "collectionUUID", "operationDescription", "splitEvent", "nsType"]),
+    keys,
+)
+extra_values = st.one_of(st.none(), nonfinite, values)
+"""Values of top-level fields with no column: nulls are kept, non-finite doubles switch
+the whole extra object to the json module's spelling."""
 namespaces = st.one_of(
     st.none(),
     st.just(...),
@@ -356,12 +388,16 @@ def change_events(draw: Callable[..., Any]) -> dict[str, Any]:
         "documentKey": draw(st.one_of(documents, values, st.just(...))),
         "fullDocument": draw(st.one_of(documents, values, st.just(...))),
         "updateDescription": draw(st.one_of(documents, st.just(...), st.none())),
+        "fullDocumentBeforeChange": draw(st.one_of(documents, values, st.just(...))),
+        "wallTime": draw(wall_times),
+        "txnNumber": draw(transaction_parts),
+        "lsid": draw(transaction_parts),
     }
+    extra = draw(st.dictionaries(extra_keys, extra_values, max_size=3))
+    fields.update({key: value for key, value in extra.items() if key not in fields})
+    # Unknown fields among the known ones; txnNumber before or after lsid.
     order = draw(st.permutations(list(fields)))
-    extra = draw(st.dictionaries(keys, values, max_size=2))
-    out = {key: fields[key] for key in order if fields[key] is not ...}
-    out.update({key: value for key, value in extra.items() if key not in out})
-    return out
+    return {key: fields[key] for key in order if fields[key] is not ...}
 
 
 @given(change=change_events())
@@ -516,6 +552,181 @@ def test_nesting_limit(impl: ModuleType) -> None:
 )
 def test_envelope_rules(impl: ModuleType, fields: dict[str, Any]) -> None:
     check(impl, bson.encode(event(**fields)))
+
+
+WALL_TIMES = [
+    ...,
+    None,
+    datetime(2025, 1, 2, 3, 4, 5, 678000),
+    datetime(2025, 1, 2, 3, 4, 5),
+    datetime(1, 1, 1),
+    datetime(1969, 12, 31, 23, 59, 59, 999000),
+    datetime(9999, 12, 31, 23, 59, 59, 999000),
+    DatetimeMS(-62135596800001),
+    DatetimeMS(253402300800000),
+    DatetimeMS(-(2**63)),
+    1.5,
+    "2025-01-01T00:00:00Z",
+    {"$date": 5},
+    {"$ref": "c", "$id": 1},
+    [datetime(2025, 1, 1)],
+    b"x",
+    Binary(b"x", 4),
+    ObjectId(b"0123456789ab"),
+    True,
+    Regex("a", "i"),
+    DBRef("c", 1),
+    Code("f()"),
+    Code("f()", {}),
+    5,
+    Timestamp(1, 2),
+    Int64(5),
+    Decimal128("1"),
+    MinKey(),
+    MaxKey(),
+]
+
+
+@pytest.mark.parametrize("wall_time", WALL_TIMES, ids=repr)
+def test_wall_time_rules(impl: ModuleType, wall_time: Any) -> None:
+    """A BSON date within datetime's range, or null; anything else rejects the event,
+    with the same reason in both modes."""
+    raw = bson.encode(event(wallTime=wall_time))
+    result = check(impl, raw)
+    assert result == convert(_bsonjson_py, raw)
+    if isinstance(wall_time, datetime):
+        assert isinstance(result, RawEnvelope)
+        assert result.wall_time_ms == (wall_time - EPOCH) // timedelta(milliseconds=1)
+
+
+def test_undefined_wall_time_is_none(impl: ModuleType) -> None:
+    raw = document(
+        element(0x02, b"operationType", string(b"insert")), element(0x06, b"wallTime", b"")
+    )
+    result = check(impl, raw)
+    assert isinstance(result, RawEnvelope)
+    assert result.wall_time_ms is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"txnNumber": Int64(3), "lsid": {"id": Binary(b"u" * 16, 4), "uid": b"\x01" * 32}},
+        {"lsid": {"id": Binary(b"u" * 16, 4)}, "txnNumber": Int64(3)},
+        {"lsid": {"id": 1.5}, "fullDocument": {"f": 2.5}, "txnNumber": 0.5},
+        {"txnNumber": Int64(3)},
+        {"lsid": {"id": 1}},
+        {"txnNumber": None, "lsid": {"id": 1}},
+        {"txnNumber": 4, "lsid": None},
+        {"txnNumber": None, "lsid": None},
+        {"lsid": {"$ref": "c", "$id": 1.5, "x": 0.1}, "txnNumber": 2.5},
+        {"lsid": DBRef("c", math.nan), "txnNumber": 1e-7},
+        {"lsid": {"a": 1, "b": 2, "a ": 3}},
+    ],
+)
+def test_transaction(impl: ModuleType, fields: dict[str, Any]) -> None:
+    check(impl, bson.encode(event(**fields)))
+
+
+def test_transaction_is_one_object_for_non_finite_doubles(impl: ModuleType) -> None:
+    """The transaction is written as one object: a NaN txnNumber makes the lsid's
+    doubles take the json module's spelling too."""
+    finite = check(impl, bson.encode(event(lsid={"x": 1e-7}, txnNumber=2.5)))
+    mixed = check(impl, bson.encode(event(lsid={"x": 1e-7}, txnNumber=math.nan)))
+    assert isinstance(finite, RawEnvelope)
+    assert isinstance(mixed, RawEnvelope)
+    assert finite.transaction == b'{"txnNumber":2.5,"lsid":{"x":1e-7}}'
+    assert mixed.transaction == b'{"txnNumber":{"$numberDouble":"NaN"},"lsid":{"x":1e-07}}'
+
+
+def test_undefined_transaction_parts_are_left_out(impl: ModuleType) -> None:
+    raw = document(
+        element(0x06, b"lsid", b""),
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x12, b"txnNumber", struct.pack("<q", 9)),
+    )
+    result = check(impl, raw)
+    assert isinstance(result, RawEnvelope)
+    assert result.transaction == b'{"txnNumber":9}'
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"to": {"db": "a", "coll": "b"}, "collectionUUID": Binary(b"u" * 16, 4)},
+        {"operationDescription": {"index": {"v": 2.5}}, "splitEvent": None, "nsType": "collection"},
+        {"a": None, "b": [None, math.nan], "c": 1e-7},
+        {"a": 1e-7, "to": {"x": 2.5, "$id": 1e-7, "$ref": "c"}, "b": 0.1},
+        {"a": 1e-7, "to": {"x": 2.5, "$id": 1e-7, "$ref": "c"}, "b": math.inf},
+        {"to": DBRef("c", math.nan, x=1e-7), "b": 1e-7},
+        {"to": {"$ref": "c", "$id": 1, "$db": None, "x": 1.5}},
+        {"to": {"a": 1, "b": 2.5}, "z": {"q": {"a": 1}}},
+        {"code": Code("f()", {"s": math.nan}), "d": 1e-7},
+        {"when": datetime(2025, 1, 1), "never": DatetimeMS(2**62)},
+    ],
+)
+def test_extra(impl: ModuleType, fields: dict[str, Any]) -> None:
+    """Top-level fields with no column, among the known ones, in document order."""
+    items = list(event(**fields).items())
+    shuffled = dict(items[1::2] + items[::2])
+    for change in (shuffled, event(**fields)):
+        check(impl, bson.encode(change))
+
+
+def test_extra_is_one_object_for_non_finite_doubles(impl: ModuleType) -> None:
+    result = check(impl, bson.encode(event(a=1e-7, fullDocument={"f": 1e-7}, b=-math.inf)))
+    assert isinstance(result, RawEnvelope)
+    assert result.extra == b'{"a":1e-07,"b":{"$numberDouble":"-Infinity"}}'
+    assert result.full_document == b'{"f":1e-7}'
+
+
+def test_repeated_keys_inside_extra_values(impl: ModuleType) -> None:
+    """The extra object is a dict's JSON: a repeated key keeps its first position and
+    last value, as in any other document."""
+    inner = document(
+        element(0x10, b"a", b"\x01\x00\x00\x00"),
+        element(0x01, b"b", struct.pack("<d", 2.5)),
+        element(0x01, b"a", struct.pack("<d", 0.5)),
+    )
+    raw = document(
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x03, b"to", inner),
+        element(0x0A, b"splitEvent", b""),
+    )
+    result = check(impl, raw)
+    assert isinstance(result, RawEnvelope)
+    assert result.extra == b'{"to":{"a":0.5,"b":2.5},"splitEvent":null}'
+
+
+@pytest.mark.parametrize("count", [9, 30, 300])
+def test_many_unknown_fields(impl: ModuleType, count: int) -> None:
+    elements = [element(0x01, f"u{i}".encode(), struct.pack("<d", i / 7)) for i in range(count)]
+    elements.insert(count // 2, element(0x02, b"operationType", string(b"insert")))
+    for raw in (document(*elements), document(*elements, elements[3])):
+        for lines in (False, True):
+            assert impl.convert_batch([raw, raw], lines) == _bsonjson_py.convert_batch(
+                [raw, raw], lines
+            )
+        check(impl, raw)
+
+
+def test_json_lines_row_of_every_column(impl: ModuleType) -> None:
+    change = event(
+        fullDocumentBeforeChange={"a": 0.5},
+        wallTime=datetime(2025, 1, 2, 3, 4, 5, 678000),
+        lsid={"id": 1},
+        txnNumber=Int64(2),
+        to={"db": "x"},
+    )
+    result = impl.convert_batch([bson.encode(change)], lines=True)[0]
+    assert result.line == (
+        b'{"operation":"update","database":"shop","collection":"orders",'
+        b'"cluster_time":"2025-01-15T10:00:00Z","document_key":{"_id":"303132333435363738396162"},'
+        b'"full_document":{"a":1},"update_description":{"updatedFields":{"a":1},"removedFields":[]},'
+        b'"resume_token":{"_data":"8267A1B2C3000000012B"},"full_document_before_change":{"a":0.5},'
+        b'"wall_time":"2025-01-02T03:04:05.678000Z","cluster_time_increment":7,'
+        b'"transaction":{"txnNumber":2,"lsid":{"id":1}},"extra":{"to":{"db":"x"}}}'
+    )
 
 
 def test_repeated_top_level_keys_keep_the_last_value(impl: ModuleType) -> None:

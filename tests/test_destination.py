@@ -397,6 +397,6 @@ async def test_a_given_executor_encodes_and_is_left_running(
         pool.submit = submit  # type: ignore[method-assign]
         async with S3Destination(make_config(), executor=pool) as dest:
             await dest.write_batch(raw_events(5))
-        assert {"prepare", "encode"} <= set(used)
+        assert {"_prepare", "encode"} <= set(used)
         assert real_submit(lambda: 42).result(timeout=5) == 42  # still running
     assert len(list_keys(s3_client, bucket)) == 1

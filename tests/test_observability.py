@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rigatoni_s3 import S3Config, S3Destination
+from rigatoni_s3 import Column, S3Config, S3Destination
 from rigatoni_s3.errors import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -146,7 +146,8 @@ async def test_prometheus_collector_exposes_the_stats(make_config: MakeConfig) -
     from rigatoni_s3.metrics import PrometheusCollector
 
     registry = CollectorRegistry()
-    async with S3Destination(make_config()) as dest:
+    names_as_numbers = {"name": Column("full_document.name", "int64")}  # "user 7": a mismatch
+    async with S3Destination(make_config(columns=names_as_numbers)) as dest:
         registry.register(PrometheusCollector(dest))
         await dest.write_batch(raw_events(30))
         await dest.flush()
@@ -155,4 +156,5 @@ async def test_prometheus_collector_exposes_the_stats(make_config: MakeConfig) -
     assert f"rigatoni_s3_events_uploaded_total{{{labels}}} 30.0" in text
     assert f"rigatoni_s3_objects_written_total{{{labels}}} 1.0" in text
     assert f"rigatoni_s3_events_buffered{{{labels}}} 0.0" in text
+    assert f"rigatoni_s3_type_mismatches_total{{{labels}}} 30.0" in text
     assert "rigatoni_s3_upload_latency_p99_seconds" in text

@@ -11,6 +11,7 @@ def test_all_is_exactly_the_public_api() -> None:
     assert rigatoni_s3.__all__ == sorted(rigatoni_s3.__all__)
     assert set(rigatoni_s3.__all__) == {
         "ChangeEvent",
+        "Column",
         "Compression",
         "DestinationStats",
         "IcebergConfig",

@@ -23,23 +23,30 @@ import ast
 import asyncio
 import importlib.util
 import inspect
+import io
 import json
 import re
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from bson import Decimal128, ObjectId
 
 from rigatoni_s3 import Compression, KeyGenerationStrategy, S3Config, S3Destination
 from rigatoni_s3.config import SerializationFormat
 from rigatoni_s3.testing import S3Endpoint
 from tests.helpers import list_keys, raw_events, read_records
 from tests.test_examples import SCRIPTS
+from tests.test_scale_out import SHARE_RECIPE_NAMES, check_share_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -287,9 +294,52 @@ class RecordedClient:
         self.shop = RecordedDatabase(example)
 
 
+# Orders for the typed-columns section: three statuses, totals on both sides of 100.
+ORDERS: list[dict[str, Any]] = [
+    {
+        "_id": {"_data": f"8264{n:012d}"},
+        "operationType": "insert",
+        "ns": {"db": "shop", "coll": "orders"},
+        "documentKey": {"_id": n},
+        "fullDocument": {
+            "_id": n,
+            "status": ("paid", "shipped", "cancelled")[n % 3],
+            "total": Decimal128(f"{40 * n}.{n:02d}"),
+            "placed_at": datetime(2025, 1, 15, 9, n),
+            "customer": {"_id": ObjectId(f"{n:024x}")},
+        },
+        "clusterTime": {"$timestamp": {"t": 1736935200 + n, "i": 1}},
+    }
+    for n in range(12)
+]
+TYPED_TYPES = {
+    "status": pa.string(),
+    "total": pa.decimal128(12, 2),
+    "placed_at": pa.timestamp("us", tz="UTC"),
+    "customer_id": pa.string(),
+    "new_status": pa.string(),
+}
+
+
+def check_typed_columns(names: Mapping[str, Any], client: Any, bucket: str) -> None:
+    config = names["config"]
+    write_events(config, [*ORDERS, *USERS])
+    keys = list_keys(client, bucket, "mongodb/events/collection=orders/")
+    table = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()))
+    assert {name: table.schema.field(name).type for name in TYPED_TYPES} == TYPED_TYPES
+    assert table.column("customer_id").to_pylist() == [f"{n:024x}" for n in range(12)]
+    assert table.column("total").to_pylist()[5] == Decimal("200.05")
+
+
 def check_checkpoint(names: Mapping[str, Any], client: Any, bucket: str) -> None:
     recorded = RECORDED.read_text().splitlines()
-    assert count_events(client, bucket, "") == len(recorded)
+    # A split event is written once, under the resume token of its last fragment.
+    leading = [
+        line
+        for line in map(json.loads, recorded)
+        if "splitEvent" in line and line["splitEvent"]["fragment"] < line["splitEvent"]["of"]
+    ]
+    assert count_events(client, bucket, "") == len(recorded) - len(leading)
     last_id = json.loads(recorded[-1])["_id"]
     assert names["checkpoint"].load() == last_id
 
@@ -322,6 +372,11 @@ PYTHON_RUNS: dict[str, Run] = {
         [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(bucket=", SERVER_KEYWORDS)],
         check_checkpoint,
     ),
+    "scaling-out-several-consumers-one-prefix#1": Run(
+        [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(\n    bucket=", SERVER_KEYWORDS)],
+        check_share_recipe,
+        extra_names=SHARE_RECIPE_NAMES,
+    ),
     "testing#2": Run([], check_embedded_server),  # starts its own server on 127.0.0.1
     "pyarrow-and-polars#1": Run(
         [
@@ -349,6 +404,10 @@ PYTHON_RUNS: dict[str, Run] = {
             (".build()", SERVER_BUILDER),
         ],
         check_path_style,
+    ),
+    "typed-columns#1": Run(
+        [('"my-data-lake"', "TEST_BUCKET"), ("S3Config(\n    bucket=", SERVER_KEYWORDS)],
+        check_typed_columns,
     ),
 }
 
@@ -433,7 +492,11 @@ SQL_DATA: dict[str, tuple[SerializationFormat, Compression]] = {
 }
 
 
-@pytest.mark.parametrize("block", blocks_of("sql"))
+TYPED_SQL = {"typed-columns#2"}
+"""SQL blocks over the orders of the typed-columns section."""
+
+
+@pytest.mark.parametrize("block", [p for p in blocks_of("sql") if p.id not in TYPED_SQL])
 def test_duckdb_query_reads_what_the_destination_wrote(
     block: Block, s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -455,6 +518,36 @@ def test_duckdb_query_reads_what_the_destination_wrote(
     )
     assert {row["collection"] for row in rows} == {"users"}
     assert {row["operation"] for row in rows} == {"insert"}
+
+
+@pytest.mark.parametrize("block", [p for p in blocks_of("sql") if p.id in TYPED_SQL])
+def test_duckdb_query_filters_on_typed_columns(
+    block: Block, s3_endpoint: S3Endpoint, s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    """The typed-columns query, over orders written with the README's columns, sums exactly."""
+    names: dict[str, Any] = {"__name__": "readme", "TEST_S3": s3_endpoint, "TEST_BUCKET": bucket}
+    [config_block] = [b for b in BLOCKS if b.id == "typed-columns#1"]
+    execute(
+        config_block, substitute(config_block, PYTHON_RUNS[config_block.id].substitutions), names
+    )
+    write_events(names["config"], [*ORDERS, *USERS])
+    local = download(s3_client, bucket, tmp_path)
+    query = block.code.replace(
+        "s3://your-bucket/mongodb/events/", f"{local.as_posix()}/mongodb/events/"
+    )
+    connection = duckdb.connect()
+    try:
+        rows = connection.execute(query).fetchall()
+    finally:
+        connection.close()
+    expected: dict[str, list[Decimal]] = {}
+    for order in ORDERS:
+        total = order["fullDocument"]["total"].to_decimal()
+        if total >= 100:
+            expected.setdefault(order["fullDocument"]["status"], []).append(total)
+    assert rows == [
+        (status, len(totals), sum(totals)) for status, totals in sorted(expected.items())
+    ]
 
 
 # --- bash blocks -------------------------------------------------------------------------
@@ -540,7 +633,7 @@ def test_every_block_is_run_or_marked() -> None:
     unmarked_python = {block.id for block in BLOCKS if block.lang == "python" and not block.marker}
     assert unmarked_python == PYTHON_RUNS.keys(), "add an entry to PYTHON_RUNS or a marker"
     unmarked_sql = {block.id for block in BLOCKS if block.lang == "sql" and not block.marker}
-    assert unmarked_sql == SQL_DATA.keys(), "add an entry to SQL_DATA or a marker"
+    assert unmarked_sql == SQL_DATA.keys() | TYPED_SQL, "add an entry to SQL_DATA or a marker"
     json_ids = {block.id for block in BLOCKS if block.lang == "json"}
     assert json_ids >= JSON_FRAGMENTS
     for block in BLOCKS:

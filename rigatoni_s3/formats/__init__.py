@@ -10,15 +10,20 @@ Encoding happens in two steps, both off the event loop:
    take ``encode_envelopes``. Row sizes feed the batch and memory limits exactly.
 2. ``serialize`` turns the rows of one partition buffer into an object body.
 
+With typed columns configured, ``with_columns`` adds their values to the rows of
+accepted events between the two steps (:mod:`rigatoni_s3._projection` reads them);
+without, the rows and the code path are the envelope's alone.
+
 Formats that compress internally (Parquet, Avro) take the codec at construction
 and are never wrapped in an outer gzip/zstd layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from rigatoni_s3.columns import Column
 from rigatoni_s3.config import Compression, SerializationFormat
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import EnvelopeRow
@@ -35,6 +40,8 @@ class Serializer(Protocol):
     rows_are_lines: bool
     """True when a row is the event's JSON Lines row, which the raw BSON reader can
     write whole (``convert_batch(lines=True)``) instead of ``encode_envelopes``."""
+    columns: Mapping[str, Column]
+    """The typed columns written after the envelope, in order; empty for none."""
 
     def encode_event(self, event: EventFields) -> tuple[Any, int]:
         """One event as a row and the row's size in bytes; raises SerializationError."""
@@ -52,28 +59,41 @@ class Serializer(Protocol):
         """
         ...
 
+    def with_columns(
+        self, rows: list[Any], sizes: list[int], values: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[Any], list[int]]:
+        """The rows of accepted events with their typed values (one tuple per row, in
+        the columns' order, None for null) added, and the rows' new sizes."""
+        ...
+
     def serialize(self, rows: Sequence[Any]) -> bytes:
         """The object body holding ``rows`` in order."""
         ...
 
 
-def serializer_for(fmt: SerializationFormat, compression: Compression) -> Serializer:
-    """The serializer of a format; columnar formats take ``compression`` as their codec."""
+def serializer_for(
+    fmt: SerializationFormat,
+    compression: Compression,
+    columns: Mapping[str, Column] | None = None,
+) -> Serializer:
+    """The serializer of a format; columnar formats take ``compression`` as their codec.
+    ``columns`` are the typed columns written after the envelope."""
+    columns = columns or {}
     if fmt is SerializationFormat.JSON:
         from rigatoni_s3.formats.jsonl import JsonLinesSerializer
 
-        return JsonLinesSerializer()
+        return JsonLinesSerializer(columns)
     if fmt is SerializationFormat.CSV:
         from rigatoni_s3.formats.csv import CsvSerializer
 
-        return CsvSerializer()
+        return CsvSerializer(columns)
     # pyarrow and fastavro are optional extras: import them only when chosen.
     if fmt is SerializationFormat.PARQUET:
         from rigatoni_s3.formats.parquet import ParquetSerializer
 
-        return ParquetSerializer(compression)
+        return ParquetSerializer(compression, columns)
     if fmt is SerializationFormat.AVRO:
         from rigatoni_s3.formats.avro import AvroSerializer
 
-        return AvroSerializer(compression)
+        return AvroSerializer(compression, columns)
     raise ValueError(f"unknown format {fmt!r}")

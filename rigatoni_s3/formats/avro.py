@@ -22,29 +22,46 @@ holding the newer schema reads old files with nulls in the last five.
 The configured compression is the container's block codec (GZIP → ``deflate``,
 ZSTD → ``zstandard``); the file is never wrapped, because Avro readers expect the
 container header at byte 0. The same rows always give the same bytes.
+
+Typed columns follow ``extra`` as more optional fields, null by default:
+
+===============  =================================================================
+column type      Avro type (in ``["null", T]``)
+===============  =================================================================
+string, json     ``string`` (json: JSON text)
+int64            ``long``
+float64          ``double``
+bool             ``boolean``
+timestamp        ``{"type": "long", "logicalType": "timestamp-micros"}``
+date             ``{"type": "int", "logicalType": "date"}``
+decimal(p,s)     ``{"type": "bytes", "logicalType": "decimal", "precision": p, "scale": s}``
+===============  =================================================================
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import fastavro
 
 from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
+    JSON_COLUMNS,
     EnvelopeRow,
     envelope_row,
     envelope_rows,
     envelope_size,
 )
+from rigatoni_s3.formats._typed import TypedRow, values_size
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
 
@@ -78,6 +95,40 @@ assert tuple(field["name"] for field in SCHEMA["fields"]) == ENVELOPE_COLUMNS
 
 _PARSED_SCHEMA = fastavro.parse_schema(SCHEMA)
 
+_AVRO_TYPES: dict[str, Any] = {
+    "string": "string",
+    "int64": "long",
+    "float64": "double",
+    "bool": "boolean",
+    "timestamp": _TIMESTAMP,
+    "date": {"type": "int", "logicalType": "date"},
+    "json": "string",
+}
+
+
+def avro_type(column: Column) -> Any:
+    """The Avro type of a typed column (without the null of its union)."""
+    if column.kind == "decimal":
+        return {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": column.precision,
+            "scale": column.scale,
+        }
+    return _AVRO_TYPES[column.kind]
+
+
+def schema_with(columns: Mapping[str, Column]) -> dict[str, Any]:
+    """The record schema with the typed columns after the envelope's fields."""
+    if not columns:
+        return SCHEMA
+    typed = [
+        _optional(name, avro_type(column), f"{column.path} as {column.type}.")
+        for name, column in columns.items()
+    ]
+    return {**SCHEMA, "fields": [*SCHEMA["fields"], *typed]}
+
+
 _CODECS: dict[Compression, tuple[str, int | None]] = {
     Compression.NONE: ("null", None),
     Compression.GZIP: ("deflate", GZIP_LEVEL),
@@ -93,10 +144,21 @@ class AvroSerializer:
     compresses_internally = True
     rows_are_lines = False
 
-    def __init__(self, compression: Compression = Compression.NONE) -> None:
+    def __init__(
+        self,
+        compression: Compression = Compression.NONE,
+        columns: Mapping[str, Column] | None = None,
+    ) -> None:
         self.compression = compression
         self._codec, self._level = _CODECS[compression]
         _check_codec(self._codec)
+        self.columns: Mapping[str, Column] = dict(columns or {})
+        self._schema = (
+            fastavro.parse_schema(schema_with(self.columns)) if self.columns else _PARSED_SCHEMA
+        )
+        self._json_at = [
+            i for i, column in enumerate(self.columns.values()) if column.kind == "json"
+        ]
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size; raises SerializationError."""
@@ -112,18 +174,45 @@ class AvroSerializer:
         """The envelopes are the rows already; only their sizes are counted."""
         return list(envelopes), [envelope_size(row) for row in envelopes]
 
-    def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
+    def with_columns(
+        self, rows: list[EnvelopeRow], sizes: list[int], values: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[TypedRow], list[int]]:
+        """Rows holding their typed values; sizes count text as its length, others as 8."""
+        typed_rows = [TypedRow(row, typed) for row, typed in zip(rows, values, strict=True)]
+        return typed_rows, [
+            size + values_size(typed) for size, typed in zip(sizes, values, strict=True)
+        ]
+
+    def serialize(self, rows: Sequence[EnvelopeRow] | Sequence[TypedRow]) -> bytes:
         """One container file holding ``rows`` in order."""
+        if self.columns:
+            typed = cast(Sequence[TypedRow], rows)
+            envelopes: Sequence[EnvelopeRow] = [row.envelope for row in typed]
+            records = self._typed_records(typed)
+        else:
+            envelopes = cast(Sequence[EnvelopeRow], rows)
+            records = _records(envelopes)
         out = io.BytesIO()
         fastavro.writer(
             out,
-            _PARSED_SCHEMA,
-            _records(rows),
+            self._schema,
+            records,
             codec=self._codec,
-            sync_marker=_sync_marker(rows),
+            sync_marker=_sync_marker(envelopes),
             codec_compression_level=self._level,
         )
         return out.getvalue()
+
+    def _typed_records(self, rows: Sequence[TypedRow]) -> Iterator[dict[str, Any]]:
+        names = list(self.columns)
+        json_at = self._json_at
+        for record, row in zip(_records([row.envelope for row in rows]), rows, strict=True):
+            values = list(row.values)
+            for i in json_at:  # JSON text: fastavro wants str for Avro strings
+                if values[i] is not None:
+                    values[i] = values[i].decode()
+            record.update(zip(names, values, strict=True))
+            yield record
 
 
 def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:
@@ -166,33 +255,10 @@ def _check_codec(codec: str) -> None:
 def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
     # fastavro wants str for Avro strings; the JSON bytes are valid UTF-8 by construction.
     # The times stay datetimes: fastavro turns aware datetimes into epoch microseconds.
-    for (
-        operation,
-        database,
-        collection,
-        cluster_time,
-        key,
-        full,
-        update,
-        token,
-        before,
-        wall_time,
-        increment,
-        transaction,
-        extra,
-    ) in with_gil_breaks(rows):
-        yield {
-            "operation": operation,
-            "database": database,
-            "collection": collection,
-            "cluster_time": cluster_time,
-            "document_key": None if key is None else key.decode(),
-            "full_document": None if full is None else full.decode(),
-            "update_description": None if update is None else update.decode(),
-            "resume_token": None if token is None else token.decode(),
-            "full_document_before_change": None if before is None else before.decode(),
-            "wall_time": wall_time,
-            "cluster_time_increment": increment,
-            "transaction": None if transaction is None else transaction.decode(),
-            "extra": None if extra is None else extra.decode(),
-        }
+    for row in with_gil_breaks(rows):
+        record: dict[str, Any] = dict(zip(ENVELOPE_COLUMNS, row, strict=True))
+        for column in JSON_COLUMNS:
+            value = record[column]
+            if value is not None:
+                record[column] = value.decode()
+        yield record

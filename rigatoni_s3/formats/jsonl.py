@@ -1,8 +1,12 @@
-"""JSON Lines: one change event per line, documents as nested JSON objects."""
+"""JSON Lines: one change event per line, documents as nested JSON objects.
+
+Typed columns follow ``extra`` as more keys of the line, each holding its typed value
+in the one JSON mapping (:func:`~rigatoni_s3.formats._typed.json_of`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -10,9 +14,11 @@ from typing import Any
 import orjson
 
 from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3.columns import Column
 from rigatoni_s3.events import EventFields
 from rigatoni_s3.formats._envelope import EnvelopeRow, checked_head, checked_tail
 from rigatoni_s3.formats._json import dumps, dumps_many
+from rigatoni_s3.formats._typed import json_of
 
 _HEAD_OPTIONS = orjson.OPT_UTC_Z
 
@@ -28,6 +34,12 @@ class JsonLinesSerializer:
     content_type = "application/x-ndjson"
     compresses_internally = False
     rows_are_lines = True
+
+    def __init__(self, columns: Mapping[str, Column] | None = None) -> None:
+        self.columns: Mapping[str, Column] = dict(columns or {})
+        self._typed_keys = [
+            (b"," + orjson.dumps(name) + b":", column.kind) for name, column in self.columns.items()
+        ]
 
     def encode_event(self, event: EventFields) -> tuple[bytes, int]:
         """The event's line and its size; raises SerializationError naming the field."""
@@ -114,6 +126,21 @@ class JsonLinesSerializer:
         """Lines of events whose documents are JSON already: the same bytes as
         :meth:`encode_events` writes for them decoded."""
         lines = [line_of(*envelope) for envelope in with_gil_breaks(envelopes)]
+        return lines, [len(line) + 1 for line in lines]
+
+    def with_columns(
+        self, rows: list[bytes], sizes: list[int], values: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[bytes], list[int]]:
+        """Each line with the typed columns as more keys, before its closing brace."""
+        keys = self._typed_keys
+        lines = []
+        for line, typed in zip(rows, with_gil_breaks(values), strict=True):
+            parts = [line[:-1]]
+            for (key, kind), value in zip(keys, typed, strict=True):
+                parts.append(key)
+                parts.append(json_of(value, kind))
+            parts.append(b"}")
+            lines.append(b"".join(parts))
         return lines, [len(line) + 1 for line in lines]
 
     def serialize(self, rows: Sequence[bytes]) -> bytes:

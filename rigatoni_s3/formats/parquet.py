@@ -25,16 +25,34 @@ small columns (not for the documents, ``transaction`` and ``extra``, whose stati
 would only bloat the footer). Files written before the last five columns existed
 read together with newer ones when the reader unifies schemas by name (pyarrow
 datasets, DuckDB's ``union_by_name``): the old files' rows hold null there.
+
+Typed columns follow ``extra``, optional, with statistics (except ``json`` ones):
+
+===============  =====================================  ==============================
+column type      Parquet type                           Arrow type
+===============  =====================================  ==============================
+string           BYTE_ARRAY (STRING)                    string, dictionary-encoded
+int64            INT64                                  int64
+float64          DOUBLE                                 double
+bool             BOOLEAN                                bool
+timestamp        INT64 TIMESTAMP(MICROS, UTC)           timestamp[us, tz=UTC]
+date             INT32 DATE                             date32
+decimal(p,s)     FIXED_LEN_BYTE_ARRAY DECIMAL(p, s)     decimal128(p, s)
+json             BYTE_ARRAY (STRING)                    string (JSON)
+===============  =====================================  ==============================
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rigatoni_s3._gil import GilBreaker
+from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.events import EventFields
@@ -45,6 +63,7 @@ from rigatoni_s3.formats._envelope import (
     envelope_rows,
     envelope_size,
 )
+from rigatoni_s3.formats._typed import TypedRow, values_size
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: big enough for good compression and scans, small enough to
@@ -85,6 +104,24 @@ STATISTICS_COLUMNS = [
     "cluster_time_increment",
 ]
 
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+    "json": pa.string(),
+}
+
+
+def arrow_type(column: Column) -> pa.DataType:
+    """The Arrow type of a typed column."""
+    if column.kind == "decimal":
+        return pa.decimal128(column.precision, column.scale)
+    return _ARROW_TYPES[column.kind]
+
+
 _CODECS: dict[Compression, tuple[str, int | None]] = {
     Compression.NONE: ("none", None),
     Compression.GZIP: ("gzip", GZIP_LEVEL),
@@ -100,9 +137,29 @@ class ParquetSerializer:
     compresses_internally = True
     rows_are_lines = False
 
-    def __init__(self, compression: Compression = Compression.NONE) -> None:
+    def __init__(
+        self,
+        compression: Compression = Compression.NONE,
+        columns: Mapping[str, Column] | None = None,
+    ) -> None:
         self.compression = compression
         self._codec, self._level = _CODECS[compression]
+        self.columns: Mapping[str, Column] = dict(columns or {})
+        self.schema = pa.schema(
+            [
+                *SCHEMA,
+                *(pa.field(name, arrow_type(column)) for name, column in self.columns.items()),
+            ]
+        )
+        """The objects' Arrow schema: :data:`SCHEMA`, then the typed columns."""
+        self._dictionary = DICTIONARY_COLUMNS + [
+            name for name, column in self.columns.items() if column.kind == "string"
+        ]
+        self.statistics_columns = STATISTICS_COLUMNS + [
+            name for name, column in self.columns.items() if column.kind != "json"
+        ]
+        """The columns with min/max statistics: the small envelope ones, and the typed
+        ones but json."""
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
         """The event's checked envelope and its size; raises SerializationError."""
@@ -118,24 +175,35 @@ class ParquetSerializer:
         """The envelopes are the rows already; only their sizes are counted."""
         return list(envelopes), [envelope_size(row) for row in envelopes]
 
-    def serialize(self, rows: Sequence[EnvelopeRow]) -> bytes:
+    def with_columns(
+        self, rows: list[EnvelopeRow], sizes: list[int], values: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[TypedRow], list[int]]:
+        """Rows holding their typed values; sizes count text as its length, others as 8."""
+        typed_rows = [TypedRow(row, typed) for row, typed in zip(rows, values, strict=True)]
+        return typed_rows, [
+            size + values_size(typed) for size, typed in zip(sizes, values, strict=True)
+        ]
+
+    def serialize(self, rows: Sequence[EnvelopeRow] | Sequence[TypedRow]) -> bytes:
         """One Parquet file holding ``rows`` in order."""
         # pyarrow converts bytes holding UTF-8 into string arrays without a round trip
         # through str, and aware datetimes into UTC microseconds. It holds the GIL while
         # it converts, so it converts one column of a slice of rows at a time.
+        schema = self.schema
         batches = []
         breaker = GilBreaker()
         for start in range(0, len(rows), SLICE_ROWS):
-            columns = zip(*rows[start : start + SLICE_ROWS], strict=True)
             arrays = []
-            for column, field in zip(columns, SCHEMA, strict=True):
+            for column, field in zip(
+                self._columns_of(rows[start : start + SLICE_ROWS]), schema, strict=True
+            ):
                 if column.count(None) == len(column):  # a column most events leave empty
                     arrays.append(pa.nulls(len(column), field.type))
                 else:
                     arrays.append(pa.array(column, type=field.type))
-                    breaker()
-            batches.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
-        table = pa.Table.from_batches(batches, schema=SCHEMA)
+                breaker()
+            batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        table = pa.Table.from_batches(batches, schema=schema)
         sink = pa.BufferOutputStream()
         pq.write_table(
             table,
@@ -143,8 +211,17 @@ class ParquetSerializer:
             row_group_size=ROW_GROUP_ROWS,
             compression=self._codec,
             compression_level=self._level,
-            use_dictionary=DICTIONARY_COLUMNS,
-            write_statistics=STATISTICS_COLUMNS,
+            use_dictionary=self._dictionary,
+            write_statistics=self.statistics_columns,
         )
         body: bytes = sink.getvalue().to_pybytes()
         return body
+
+    def _columns_of(self, rows: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """The values of each column of ``rows``, the typed columns after the envelope's."""
+        if not self.columns:
+            return zip(*rows, strict=True)
+        return chain(
+            zip(*(row.envelope for row in rows), strict=True),
+            zip(*(row.values for row in rows), strict=True),
+        )

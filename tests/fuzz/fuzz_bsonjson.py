@@ -91,17 +91,27 @@ def write_seeds(directory: Path) -> None:
         Int64(-(2**63)), Decimal128("-1.2345E-40"), Decimal128("NaN"), MinKey(), MaxKey(),
         DBRef("coll", 3, "db", extra=float("nan")),
     ]  # fmt: skip
+    wall = datetime.datetime(2025, 1, 2, 3, 4, 5, 678000)
     directory.mkdir(parents=True, exist_ok=True)
     for i, value in enumerate(values):
         event = {
             "_id": {"_data": f"82{i:04X}"},
             "operationType": "update",
             "clusterTime": Timestamp(1736935200 + i, i),
+            "to": {"db": "shop", "coll": value} if i % 2 else None,
             "ns": {"db": "shop", "coll": "orders"},
             "documentKey": {"_id": value},
             "fullDocument": {"v": value, "list": [value, {"nested": value}]},
             "updateDescription": {"updatedFields": {"v": value}, "removedFields": []},
+            "fullDocumentBeforeChange": {"v": value},
+            "wallTime": value if i % 3 == 2 else wall,  # some not a date: rejected
         }
+        # The transaction's parts in either order, unknown fields around them.
+        parts = {"txnNumber": Int64(i), "lsid": {"id": Binary(bytes(16), 4), "x": value}}
+        for key in sorted(parts, reverse=bool(i % 2)):
+            event[key] = parts[key]
+        event["collectionUUID"] = Binary(bytes([i]) * 16, 4)
+        event["splitEvent"] = value
         (directory / f"seed{i:03d}").write_bytes(b"\x01" + bson.encode(event))
 
 
