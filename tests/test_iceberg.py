@@ -2,6 +2,7 @@
 
 Everything runs against the embedded S3 server, with a SQL catalog on SQLite in the
 test's temporary directory. Readers are pyiceberg, Polars and DuckDB (through pyiceberg).
+Typed columns are columns of the table, with Iceberg types, and evolve it when added.
 """
 
 from __future__ import annotations
@@ -10,19 +11,30 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from bson import Decimal128, Int64, Timestamp
 from pyiceberg.catalog import load_catalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
-from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
 
-from rigatoni_s3 import KeyGenerationStrategy, S3Config, S3Destination
+from rigatoni_s3 import Column, KeyGenerationStrategy, S3Config, S3Destination
 from rigatoni_s3.config import IcebergConfig
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.testing import S3Endpoint
@@ -443,3 +455,159 @@ async def test_prometheus_exposes_the_commit_counters(make_iceberg_config: Icebe
     assert f"rigatoni_s3_commits_total{{{labels}}} 1.0" in text
     assert f"rigatoni_s3_objects_committed_total{{{labels}}} 6.0" in text
     assert f"rigatoni_s3_commit_retries_total{{{labels}}} 0.0" in text
+
+
+TYPED = {
+    "status": Column("full_document.status", "string"),
+    "age": Column("full_document.age", "int64"),
+    "score": Column("full_document.score", "float64"),
+    "vip": Column("full_document.vip", "bool"),
+    "seen": Column("full_document.seen", "timestamp"),
+    "born": Column("full_document.born", "date"),
+    "total": Column("full_document.total", "decimal(12,2)"),
+    "tags": Column("full_document.tags", "json"),
+}
+SEEN = datetime(2025, 1, 15, 9, 30)
+"""Naive UTC, as pymongo decodes BSON dates."""
+
+
+def typed_event(n: int, **document: Any) -> dict[str, Any]:
+    """A change-stream document as pymongo decodes it, with the fields of TYPED (or ``document``)."""
+    fields = document or {
+        "status": "paid" if n % 2 else "open",
+        "age": Int64(20 + n),
+        "score": n / 4,
+        "vip": n % 3 == 0,
+        "seen": SEEN + timedelta(seconds=n, milliseconds=n),
+        "born": datetime(1990, 1, 1) + timedelta(days=n),
+        "total": Decimal128(f"{n}.25"),
+        "tags": ["t", {"n": n}],
+    }
+    return {
+        "_id": {"_data": f"8263{n:012d}"},
+        "operationType": "insert",
+        "clusterTime": Timestamp(int(BASE_TIME.timestamp()) + n, 1),
+        "ns": {"db": "shop", "coll": "users"},
+        "documentKey": {"_id": Int64(n)},
+        "fullDocument": {"_id": Int64(n), **fields},
+    }
+
+
+def typed_rows(table: Table, names: list[str]) -> dict[int, dict[str, Any]]:
+    """The typed columns of each row, by document id."""
+    rows = table.scan(selected_fields=("document_key", *names)).to_arrow().to_pylist()
+    return {json.loads(row.pop("document_key"))["_id"]: row for row in rows}
+
+
+async def test_typed_columns_are_table_columns(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """Typed columns follow the envelope with their Iceberg types; scans read and filter them."""
+    events = [typed_event(n) for n in range(39)]
+    events.append(typed_event(39, age="forty", total=Decimal128("0.001")))  # two mismatches
+    config = make_iceberg_config(columns=TYPED, max_batch_events=10)
+    async with S3Destination(config) as destination:
+        await destination.write_batch(events)
+        await destination.flush()
+        assert destination.stats().type_mismatches == 2
+    table = open_table(s3_endpoint, catalog_uri)
+    schema = table.schema()
+    assert [field.name for field in schema.fields[13:]] == list(TYPED)
+    assert {name: schema.find_field(name).field_type for name in TYPED} == {
+        "status": StringType(),
+        "age": LongType(),
+        "score": DoubleType(),
+        "vip": BooleanType(),
+        "seen": TimestamptzType(),
+        "born": DateType(),
+        "total": DecimalType(12, 2),
+        "tags": StringType(),
+    }
+    assert not any(schema.find_field(name).required for name in TYPED)
+
+    rows = typed_rows(table, list(TYPED))
+    assert sorted(rows) == list(range(40))
+    assert rows[7] == {
+        "status": "paid",
+        "age": 27,
+        "score": 1.75,
+        "vip": False,
+        "seen": datetime(2025, 1, 15, 9, 30, 7, 7000, tzinfo=UTC),
+        "born": date(1990, 1, 8),
+        "total": Decimal("7.25"),
+        "tags": '["t",{"n":7}]',
+    }
+    assert (rows[39]["age"], rows[39]["total"], rows[39]["status"]) == (None, None, None)
+
+    # Filters on typed columns: right rows, and files pruned by the typed columns' metrics.
+    old = table.scan(row_filter="age >= 50", selected_fields=("age",)).to_arrow()
+    assert sorted(old.column("age").to_pylist()) == list(range(50, 59))
+    assert len(list(table.scan(row_filter="age >= 50").plan_files())) == 1  # of four files
+    assert len(list(table.scan().plan_files())) == 4
+    cheap = table.scan(row_filter="total < 3 and vip == true", selected_fields=("total",))
+    assert sorted(cheap.to_arrow().column("total").to_pylist()) == [Decimal("0.25")]
+    seen = table.scan(row_filter=f"seen >= '{(SEEN + timedelta(seconds=38)).isoformat()}+00:00'")
+    assert seen.to_arrow().num_rows == 1  # event 38; event 39 has no seen
+    data_file = next(iter(table.scan().plan_files())).file
+    ids = {name: schema.find_field(name).field_id for name in TYPED}
+    assert ids["age"] in data_file.lower_bounds
+    assert ids["tags"] not in data_file.lower_bounds  # json columns have no statistics
+
+
+async def test_a_new_typed_column_evolves_the_table(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """A typed column added to the config later becomes an optional column; older rows read null."""
+    first = {"status": TYPED["status"]}
+    async with S3Destination(make_iceberg_config(columns=first)) as destination:
+        await destination.write_batch([typed_event(n) for n in range(20)])
+    table = open_table(s3_endpoint, catalog_uri)
+    assert "age" not in table.schema().column_names
+    both = {"status": TYPED["status"], "age": TYPED["age"]}
+    async with S3Destination(make_iceberg_config(columns=both)) as destination:
+        await destination.write_batch([typed_event(n) for n in range(20, 40)])
+    table = open_table(s3_endpoint, catalog_uri)
+    schema = table.schema()
+    assert [field.name for field in schema.fields[13:]] == ["status", "age"]
+    assert schema.find_field("age").field_type == LongType()
+    assert not schema.find_field("age").required
+    rows = typed_rows(table, ["status", "age"])
+    assert sorted(rows) == list(range(40))
+    assert all(
+        rows[n] == {"status": "open" if n % 2 == 0 else "paid", "age": None} for n in range(20)
+    )
+    assert all(rows[n]["age"] == 20 + n for n in range(20, 40))
+    late = table.scan(row_filter="age is null", selected_fields=("document_key",)).to_arrow()
+    assert late.num_rows == 20
+
+
+async def test_a_typed_column_of_another_type_fails_at_start(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """Changing a typed column's type against the table is a ConfigError naming both types."""
+    async with S3Destination(make_iceberg_config(columns={"age": TYPED["age"]})) as destination:
+        await destination.write_batch([typed_event(1)])
+    retyped = {"age": Column("full_document.age", "string")}
+    destination = S3Destination(make_iceberg_config(columns=retyped))
+    with pytest.raises(ConfigError, match=r"^iceberg\.table: ") as caught:
+        await destination.start()
+    await destination.close()
+    assert (
+        "typed column 'age' is long in the table, string in our objects "
+        "(declared string at full_document.age)" in str(caught.value)
+    )
+    assert len(list(open_table(s3_endpoint, catalog_uri).snapshots())) == 1
+
+
+def test_a_column_differing_only_in_case_is_a_conflict() -> None:
+    """Engines that ignore case would see two columns 'Age' and 'age' as one."""
+    from rigatoni_s3.formats.parquet import ParquetSerializer
+    from rigatoni_s3.iceberg._schema import check_table, table_schema
+
+    columns = {"age": TYPED["age"]}
+    ours = table_schema(ParquetSerializer(columns=columns).schema)
+    table = Schema(*EIGHT_COLUMNS, NestedField(9, "Age", LongType()))
+    with pytest.raises(
+        ConfigError, match="column 'age' differs from the table's 'Age' only in case"
+    ):
+        check_table(table, PartitionSpec(), ours, KeyGenerationStrategy.FLAT, columns)

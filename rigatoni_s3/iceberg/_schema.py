@@ -1,9 +1,11 @@
-"""The table's shape: the Parquet envelope in Iceberg types, and partitions that match the keys.
+"""The table's shape: our Parquet columns in Iceberg types, and partitions that match the keys.
 
 Pure functions over pyiceberg's schema and partition-spec values; nothing here talks
-to a catalog. A table we create gets :func:`table_schema` and :func:`partition_spec`;
-a table that exists is checked by :func:`check_table`, which lists the columns to add
-and names anything that would make our objects wrong in it.
+to a catalog. The columns are those of the objects the destination writes (the
+envelope, then the typed columns), read off the serializer's Arrow schema, so the table
+and the files cannot disagree. A table we create gets :func:`table_schema` and
+:func:`partition_spec`; a table that exists is checked by :func:`check_table`, which
+lists the columns to add and names anything that would make our objects wrong in it.
 
 Partition values are not inferred from file statistics: every object holds one
 partition of :mod:`rigatoni_s3.keys` (one collection, one hour or day), so the value
@@ -12,7 +14,7 @@ is known exactly, whatever the length of a collection name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -27,6 +29,10 @@ from pyiceberg.transforms import (
 )
 from pyiceberg.typedef import Record
 from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
     IcebergType,
     LongType,
     NestedField,
@@ -35,6 +41,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from rigatoni_s3.columns import Column
 from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.keys import DAY, HOUR, PartitionKey, granularity
@@ -45,11 +52,15 @@ PARTITION_FIELD_ID = 1000
 """Iceberg numbers partition fields from 1000."""
 
 _TYPES: dict[pa.DataType, PrimitiveType] = {
-    pa.string(): StringType(),
+    pa.string(): StringType(),  # also typed json columns
     pa.int64(): LongType(),
+    pa.float64(): DoubleType(),
+    pa.bool_(): BooleanType(),
     pa.timestamp("us", tz="UTC"): TimestamptzType(),
+    pa.date32(): DateType(),
 }
-"""Arrow types of our Parquet columns and the Iceberg type each is read as."""
+"""Arrow types of our Parquet columns and the Iceberg type each is read as; a
+``decimal128(p, s)`` is ``decimal(p, s)``."""
 
 
 def table_schema(arrow_schema: pa.Schema) -> Schema:
@@ -63,6 +74,8 @@ def table_schema(arrow_schema: pa.Schema) -> Schema:
 
 
 def _iceberg_type(field: pa.Field) -> PrimitiveType:
+    if pa.types.is_decimal128(field.type):
+        return DecimalType(field.type.precision, field.type.scale)
     try:
         return _TYPES[field.type]
     except KeyError:
@@ -97,26 +110,44 @@ def partition_spec(schema: Schema, strategy: KeyGenerationStrategy) -> Partition
 
 
 def check_table(
-    table: Schema, spec: PartitionSpec, ours: Schema, strategy: KeyGenerationStrategy
+    table: Schema,
+    spec: PartitionSpec,
+    ours: Schema,
+    strategy: KeyGenerationStrategy,
+    columns: Mapping[str, Column] | None = None,
 ) -> list[NestedField]:
     """Our columns the table lacks (to add, optional); raises ConfigError on a conflict.
 
     Compatible means: each of our columns the table has is of the same type, and not
     required there unless it is required in our objects too; the table's own extra
     columns are optional; each partition field can be derived from our key layout.
+    ``columns`` are the typed columns, named as such in a message about one of them.
     """
+    typed = columns or {}
     missing: list[NestedField] = []
     problems: list[str] = []
     for field in ours.fields:
         try:
             theirs = table.find_field(field.name)
         except ValueError:
-            missing.append(field)
+            other = _other_case(table, field.name)
+            if other is None:
+                missing.append(field)
+            else:  # Athena, Spark and Trino match names ignoring case: one would hide the other
+                problems.append(
+                    f"column {field.name!r} differs from the table's {other!r} only in case"
+                )
             continue
         if theirs.field_type != field.field_type:
+            column = typed.get(field.name)
+            what, declared = (
+                ("column", "")
+                if column is None
+                else ("typed column", f" (declared {column.type} at {column.path})")
+            )
             problems.append(
-                f"column {field.name!r} is {theirs.field_type} in the table, "
-                f"{field.field_type} in our objects"
+                f"{what} {field.name!r} is {theirs.field_type} in the table, "
+                f"{field.field_type} in our objects{declared}"
             )
         elif theirs.required and not field.required:
             problems.append(f"column {field.name!r} is required in the table, but may be null")
@@ -130,6 +161,13 @@ def check_table(
     if problems:
         raise ConfigError("iceberg.table", "; ".join(problems))
     return missing
+
+
+def _other_case(table: Schema, name: str) -> str | None:
+    try:
+        return table.find_field(name, case_sensitive=False).name
+    except ValueError:
+        return None
 
 
 def _partition_problems(

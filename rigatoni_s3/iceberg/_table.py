@@ -40,7 +40,7 @@ from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import CatalogError, ConfigError
-from rigatoni_s3.formats.parquet import SCHEMA, STATISTICS_COLUMNS
+from rigatoni_s3.formats.parquet import ParquetSerializer
 from rigatoni_s3.iceberg._schema import (
     CLUSTER_TIME,
     check_table,
@@ -61,7 +61,6 @@ COMMIT_ID = "rigatoni-s3.commit-id"
 """Unique per commit attempt: finds an attempt whose answer was lost but which landed."""
 
 METRICS_COLUMN = TableProperties.METRICS_MODE_COLUMN_CONF_PREFIX
-_NO_STATISTICS = [name for name in SCHEMA.names if name not in STATISTICS_COLUMNS]
 
 NEW_TABLE_PROPERTIES = {
     # Merge small manifests as commits accumulate, as Iceberg's Java writers do by default,
@@ -96,6 +95,12 @@ class CommitOutcome:
     """Ids of earlier attempts found in the table after all."""
     conflicts: int
     """Times the catalog refused because another writer committed first (then retried)."""
+
+
+def objects_serializer(config: S3Config) -> ParquetSerializer:
+    """The serializer the destination writes with: its ``schema`` (envelope, then typed
+    columns) is the table's, its ``statistics_columns`` those with metrics."""
+    return ParquetSerializer(config.compression, config.columns)
 
 
 def catalog_properties(config: S3Config) -> dict[str, str]:
@@ -148,6 +153,12 @@ class IcebergTable:
         self._bucket = config.bucket
         self._consumer = config.iceberg.consumer
         self.name = config.iceberg.table
+        serializer = objects_serializer(config)
+        # Our files have no statistics for the documents and json columns (they would
+        # bloat the footer), so the table gets no metrics for them either.
+        self._no_statistics = [
+            name for name in serializer.schema.names if name not in serializer.statistics_columns
+        ]
 
     @classmethod
     def open(cls, config: S3Config) -> IcebergTable:
@@ -205,10 +216,8 @@ class IcebergTable:
     def _data_file(self, metadata: TableMetadata, obj: StagedObject) -> DataFile:
         """The data file of an object, from its footer: sizes, counts, bounds, partition."""
         schema = metadata.schema()
-        # Our files have no statistics for the documents (they would bloat the footer),
-        # so the table gets no metrics for them either.
         properties = {
-            **{f"{METRICS_COLUMN}.{name}": "none" for name in _NO_STATISTICS},
+            **{f"{METRICS_COLUMN}.{name}": "none" for name in self._no_statistics},
             **metadata.properties,
         }
         statistics = data_file_statistics_from_parquet_metadata(
@@ -282,8 +291,8 @@ def _evolve(table: Table, config: S3Config) -> None:
     """Add the columns of ours the table lacks; raise ConfigError if it conflicts with ours."""
     iceberg = config.iceberg
     assert iceberg is not None
-    ours = table_schema(SCHEMA)
-    missing = check_table(table.schema(), table.spec(), ours, config.key_strategy)
+    ours = table_schema(objects_serializer(config).schema)
+    missing = check_table(table.schema(), table.spec(), ours, config.key_strategy, config.columns)
     if missing:
         log.info(
             "adding columns %s to Iceberg table %s",
@@ -310,7 +319,7 @@ def _load_or_create(catalog: Catalog, config: S3Config) -> Table:
         return catalog.load_table(iceberg.identifier)
     except NoSuchTableError:
         pass
-    schema: Schema = table_schema(SCHEMA)
+    schema: Schema = table_schema(objects_serializer(config).schema)
     try:
         table = catalog.create_table(
             iceberg.identifier,
