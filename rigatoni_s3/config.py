@@ -163,6 +163,14 @@ def _positive(name: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
     return check
 
 
+def _positive_int(name: str) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def check(_: object, __: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(name, f"must be an integer > 0, got {value!r}")
+
+    return check
+
+
 def _check_part_size(_: object, __: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 5 * MiB:
         raise ConfigError("multipart_part_size", f"must be at least 5 MiB (5242880), got {value!r}")
@@ -301,7 +309,7 @@ class IcebergConfig:
     )
     """Seconds between commits while events arrive."""
     commit_max_files: int = attrs.field(
-        default=1000, validator=_positive("iceberg.commit_max_files")
+        default=1000, validator=_positive_int("iceberg.commit_max_files")
     )
     """A commit starts early once this many objects wait for one."""
     location: str | None = None

@@ -251,6 +251,11 @@ class CatalogError(DeliveryError):
     def _message(self) -> str:
         return f"Iceberg table {self.table}: {self.reason} (after {self.attempts} attempt(s))"
 
+    def __reduce__(self) -> tuple[type[CatalogError], tuple[object, ...]]:
+        # To cross processes (multiprocessing, concurrent.futures): the default rebuilds
+        # from the message alone, which __init__ does not take.
+        return type(self), (self.table, self.attempts, self.reason)
+
 
 class CommitError(CatalogError):
     """Uploaded objects could not be committed to the Iceberg table.
@@ -272,6 +277,9 @@ class CommitError(CatalogError):
             f"{self.table} after {self.attempts} attempt(s): {self.reason}. They stay in S3 "
             "and are committed by the next successful commit."
         )
+
+    def __reduce__(self) -> tuple[type[CommitError], tuple[object, ...]]:
+        return type(self), (self.table, self.attempts, self.reason, self.objects, self.events)
 
 
 def _short(value: object, limit: int = 80) -> str:

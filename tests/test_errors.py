@@ -86,3 +86,18 @@ def test_rejected_events_needs_at_least_one_error() -> None:
     """An empty rejection is a bug in the caller, not a silent success."""
     with pytest.raises(IndexError):
         RejectedEventsError([], accepted=3)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.CatalogError("cdc.events", 4, "commit failed: OperationalError"),
+        errors.CommitError("cdc.events", 4, "commit failed: OperationalError", 3, 120),
+    ],
+)
+def test_catalog_errors_survive_pickling(error: errors.CatalogError) -> None:
+    """A catalog or commit error crosses processes with its type, message and attributes."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)

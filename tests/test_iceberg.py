@@ -388,8 +388,36 @@ def test_iceberg_needs_parquet_and_no_dead_letters(make_config: Callable[..., S3
         make_config(format="parquet", iceberg=iceberg, dead_letter_dir="/tmp/letters")
     with pytest.raises(ConfigError, match=r"^iceberg\.table: 'events' must be 'namespace.table'"):
         IcebergConfig(catalog={}, table="events")
-    with pytest.raises(ConfigError, match=r"^iceberg\.commit_interval: must be a number > 0"):
-        IcebergConfig(catalog={}, table="cdc.events", commit_interval=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("commit_interval", 0, "must be a number > 0"),
+        ("commit_interval", -1.5, "must be a number > 0"),
+        ("commit_interval", float("nan"), "must be a number > 0"),
+        ("commit_interval", True, "must be a number > 0"),
+        ("commit_interval", "60", "must be a number > 0"),
+        ("commit_max_files", 0, "must be an integer > 0"),
+        ("commit_max_files", 2.5, "must be an integer > 0"),
+        ("commit_max_files", 10.0, "must be an integer > 0"),
+        ("commit_max_files", True, "must be an integer > 0"),
+        ("commit_max_files", "10", "must be an integer > 0"),
+    ],
+)
+def test_commit_limits_are_checked(field: str, value: Any, rule: str) -> None:
+    """commit_interval is a positive number of seconds, commit_max_files a positive integer."""
+    with pytest.raises(ConfigError, match=rf"^iceberg\.{field}: {rule}, got "):
+        IcebergConfig(catalog={}, table="cdc.events", **{field: value})
+
+
+def test_commit_limits_take_good_values() -> None:
+    """Whole and fractional seconds, and a single file, are valid limits."""
+    iceberg = IcebergConfig(catalog={}, table="cdc.events", commit_interval=2, commit_max_files=1)
+    assert (iceberg.commit_interval, iceberg.commit_max_files) == (2, 1)
+    assert (
+        IcebergConfig(catalog={}, table="cdc.events", commit_interval=0.25).commit_interval == 0.25
+    )
 
 
 def test_the_builder_takes_iceberg_keywords() -> None:
