@@ -22,6 +22,7 @@ from pyiceberg.catalog import load_catalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.table.update import AddSnapshotUpdate, SetPropertiesUpdate
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
 from pyiceberg.types import (
     BooleanType,
@@ -256,6 +257,94 @@ async def test_each_consumer_reads_its_own_token(make_iceberg_config: IcebergCon
         assert await destination.committed_resume_token() == first[-1]["_id"]
     async with S3Destination(make_iceberg_config(iceberg={"consumer": "new"})) as destination:
         assert await destination.committed_resume_token() is None
+
+
+def expire_all_but_current(table: Table) -> None:
+    """Routine maintenance: every snapshot that is not a branch head goes."""
+    table.maintenance.expire_snapshots().older_than(datetime.now(UTC) + timedelta(days=1)).commit()
+
+
+async def test_a_token_outlives_the_expiry_of_its_snapshot(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """Snapshots expired while another consumer commits: the first one's token stays."""
+    first, second = stream(30), stream(30, start=1000)
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        await destination.write_batch(first[:15])
+        await destination.flush()
+        await destination.write_batch(first[15:])
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "crm"})) as destination:
+        await destination.write_batch(second)
+    table = open_table(s3_endpoint, catalog_uri)
+    expire_all_but_current(table)
+    table.refresh()
+    summaries = [snapshot.summary for snapshot in table.snapshots()]
+    assert [summary["rigatoni-s3.consumer"] for summary in summaries if summary] == ["crm"]
+    assert json.loads(table.properties["rigatoni-s3.resume-token.shop"]) == first[-1]["_id"]
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        assert await destination.committed_resume_token() == first[-1]["_id"]
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "crm"})) as destination:
+        assert await destination.committed_resume_token() == second[-1]["_id"]
+    assert ids_in(open_table(s3_endpoint, catalog_uri)) == Counter([*range(30), *range(1000, 1030)])
+
+
+async def test_a_table_without_token_properties_is_read_from_its_snapshots(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """A table last written before the property existed: the summaries still hold the token."""
+    events = stream(30)
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        await destination.write_batch(events)
+    table = open_table(s3_endpoint, catalog_uri)
+    with table.transaction() as tx:
+        tx.remove_properties("rigatoni-s3.resume-token.shop")
+    assert "rigatoni-s3.resume-token.shop" not in table.properties
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        assert await destination.committed_resume_token() == events[-1]["_id"]
+
+
+async def test_a_commit_retried_after_a_conflict_keeps_both_tokens(
+    make_iceberg_config: IcebergConfigs,
+    s3_endpoint: S3Endpoint,
+    catalog_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another consumer commits between our refresh and our request: pyiceberg refreshes
+    and sends again, and the retried request still sets our token, beside theirs."""
+    first, second = stream(30), stream(30, start=1000)
+    shop = S3Destination(make_iceberg_config(iceberg={"consumer": "shop", "commit_interval": 3600}))
+    crm = S3Destination(make_iceberg_config(iceberg={"consumer": "crm", "commit_interval": 3600}))
+    async with shop, crm:
+        await shop.write_batch(first)
+        await crm.write_batch(second)
+        loop = asyncio.get_running_loop()
+        assert shop._committer is not None
+        assert shop._committer._table is not None
+        ours = shop._committer._table._table
+        send = ours._do_commit
+        requests: list[tuple[Any, ...]] = []
+
+        def race_then_send(updates: tuple[Any, ...], requirements: tuple[Any, ...]) -> None:
+            requests.append(updates)
+            if len(requests) == 1:  # crm's commit lands first: ours is now stale
+                asyncio.run_coroutine_threadsafe(crm.flush(), loop).result(timeout=30)
+            send(updates, requirements)
+
+        monkeypatch.setattr(ours, "_do_commit", race_then_send)
+        await shop.flush()
+        assert shop.stats().commit_retries == 1
+        assert shop.stats().commits == 1
+    assert len(requests) == 2
+    for updates in requests:  # the refused request and its retry: snapshot and property
+        assert sum(isinstance(update, AddSnapshotUpdate) for update in updates) == 1
+        properties = [u.updates for u in updates if isinstance(u, SetPropertiesUpdate)]
+        assert [list(p) for p in properties] == [["rigatoni-s3.resume-token.shop"]]
+    table = open_table(s3_endpoint, catalog_uri)
+    assert json.loads(table.properties["rigatoni-s3.resume-token.shop"]) == first[-1]["_id"]
+    assert json.loads(table.properties["rigatoni-s3.resume-token.crm"]) == second[-1]["_id"]
+    consumers = [s.summary and s.summary["rigatoni-s3.consumer"] for s in table.snapshots()]
+    assert consumers == ["crm", "shop"]
+    assert ids_in(table) == Counter([*range(30), *range(1000, 1030)])
 
 
 def _old_table(

@@ -174,6 +174,15 @@ def test_three_consumers_commit_to_one_table_at_once(
     snapshots = table.snapshots()
     assert len(snapshots) == 1 + sum(result["commits"] for result in results)
     assert [result["commits"] for result in results] == [8, 8, 8]  # one per flush
+    tokens = {
+        key.removeprefix("rigatoni-s3.resume-token."): json.loads(value)
+        for key, value in table.properties.items()
+        if key.startswith("rigatoni-s3.resume-token.")
+    }  # every consumer's own, none overwritten by a concurrent commit
+    assert tokens == {
+        "setup": {"_data": "8263000000000000", "consumer": "setup"},
+        **{f"c{n}": {"_data": "8263000000000199", "consumer": f"c{n}"} for n in range(3)},
+    }
 
 
 async def test_a_catalog_down_for_a_while_loses_nothing(

@@ -1,8 +1,8 @@
 """Apache Iceberg tables over the Parquet objects (needs the ``iceberg`` extra).
 
 With ``S3Config(format=PARQUET, iceberg=IcebergConfig(...))`` each object the
-destination writes is registered with an Iceberg table, in batched commits whose
-snapshot summaries carry the consumer's resume token. The pieces:
+destination writes is registered with an Iceberg table, in batched commits that
+carry the consumer's resume token (snapshot summary and table property). The pieces:
 
 - :mod:`rigatoni_s3.iceberg._schema`: the envelope in Iceberg types, the partition
   spec of each key layout, and what makes an existing table compatible;

@@ -1,8 +1,9 @@
 """The commit stage: objects in S3 become part of the Iceberg table, a batch at a time.
 
 With Iceberg an event is durable once it is *committed*, not merely uploaded:
-readers see only what a snapshot references, and the snapshot's summary carries
-the consumer's resume token, so data and checkpoint move in one atomic step.
+readers see only what a snapshot references, and the commit carries the consumer's
+resume token (in the snapshot's summary and in a table property that outlives the
+snapshot), so data and checkpoint move in one atomic step.
 
 **Cuts.** Exactly once for readers needs every commit to hold exactly the events up
 to its resume token: an event after the token in a committed object would be read

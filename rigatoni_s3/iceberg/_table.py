@@ -10,6 +10,9 @@ again is the committer's business.
 A commit appends our objects as data files, built from the Parquet footers we
 already hold (no object is read back), in one snapshot whose summary carries
 :data:`CONSUMER`, :data:`RESUME_TOKEN`, :data:`WRITER_ID` and :data:`COMMIT_ID`.
+The same catalog update sets the table property :func:`token_property` of the
+consumer to the resume token: snapshots are expired by routine maintenance, table
+properties are not, so the checkpoint outlives the snapshot that made it.
 pyiceberg itself refreshes and retries a commit that lost a race with another
 writer (the table's ``commit.retry.*`` properties); :class:`_Table` counts those
 refreshes so that ``stats()`` can report them.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +63,9 @@ RESUME_TOKEN = "rigatoni-s3.resume-token"
 WRITER_ID = "rigatoni-s3.writer-id"
 COMMIT_ID = "rigatoni-s3.commit-id"
 """Unique per commit attempt: finds an attempt whose answer was lost but which landed."""
+TOKEN_PROPERTY_PREFIX = f"{RESUME_TOKEN}."
+"""Table properties ``rigatoni-s3.resume-token.<consumer>``: each consumer's newest token."""
+_PROPERTY_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 METRICS_COLUMN = TableProperties.METRICS_MODE_COLUMN_CONF_PREFIX
 
@@ -184,7 +191,8 @@ class IcebergTable:
             return cls(_Table.of(catalog.load_table(iceberg.identifier), catalog), config)
 
     def commit(self, objects: Sequence[StagedObject], summary: Mapping[str, str]) -> CommitOutcome:
-        """Append ``objects`` in one snapshot carrying ``summary``.
+        """Append ``objects`` in one snapshot carrying ``summary``; in the same commit, set
+        the consumer's token property to the summary's resume token (if it has one).
 
         Objects whose last attempt is found in the table landed already and are left
         out; if none is left, nothing is committed.
@@ -201,6 +209,12 @@ class IcebergTable:
             files = [self._data_file(metadata, obj) for obj in todo]
             refreshes = table.refreshes
             tx = table.transaction()
+            token = summary.get(RESUME_TOKEN)
+            if token is not None:
+                # Staged in the same transaction as the snapshot: one commit_table request
+                # carries both, and pyiceberg's retry after a conflict keeps this update
+                # while it rebuilds the snapshot.
+                tx.set_properties({token_property(self._consumer): token})
             merge = metadata.properties.get(TableProperties.MANIFEST_MERGE_ENABLED, "false")
             update = tx.update_snapshot(snapshot_properties=dict(summary))
             with (
@@ -242,7 +256,11 @@ class IcebergTable:
         )
 
     def committed_token(self) -> str | None:
-        """The resume token (as stored) of this consumer's newest commit on the main branch."""
+        """The resume token (as stored) of this consumer's newest commit.
+
+        The table property comes first; tables last written by a version that set none
+        have the token in snapshot summaries only.
+        """
         with _translated(self.name, "could not read the table"):
             self._table.refresh()
             return consumer_token(self._table.metadata, self._consumer)
@@ -255,12 +273,28 @@ class IcebergTable:
             return set(files.column("file_path").to_pylist())
 
 
-def consumer_token(metadata: TableMetadata, consumer: str) -> str | None:
-    """Walk back from the current snapshot to this consumer's newest token.
+def token_property(consumer: str) -> str:
+    """The table property holding ``consumer``'s token.
 
-    The summaries are in the table metadata already loaded, so this reads no manifest:
-    one pass over the snapshots in memory, newest first, stopping at the first hit.
+    Consumer names are checked by the config (letters, digits, ``_`` and ``-``), so the
+    key needs no escaping and no two consumers share one; this refuses any other name
+    rather than write a key another consumer's could collide with.
     """
+    if not _PROPERTY_SAFE.match(consumer):
+        raise ValueError(f"consumer name {consumer!r} cannot be part of a table property key")
+    return TOKEN_PROPERTY_PREFIX + consumer
+
+
+def consumer_token(metadata: TableMetadata, consumer: str) -> str | None:
+    """This consumer's newest token: its table property, else the snapshot summaries.
+
+    Both are in the table metadata already loaded, so this reads no manifest. The walk
+    (one pass over the snapshots in memory, newest first, stopping at the first hit)
+    serves tables whose last commit by this consumer predates the property.
+    """
+    token = metadata.properties.get(token_property(consumer))
+    if token is not None:
+        return token
     for snapshot in ancestors_of(metadata.current_snapshot(), metadata):
         summary = snapshot.summary
         if summary is not None and summary[CONSUMER] == consumer:
