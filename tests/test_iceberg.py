@@ -728,3 +728,64 @@ def test_a_column_differing_only_in_case_is_a_conflict() -> None:
         ConfigError, match="column 'age' differs from the table's 'Age' only in case"
     ):
         check_table(table, PartitionSpec(), ours, KeyGenerationStrategy.FLAT, columns)
+
+
+def _http_error(status: int) -> Exception:
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status}", response=response)
+
+
+def _client_error(code: str, status: int) -> Exception:
+    from botocore.exceptions import ClientError
+
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    error: Exception = ClientError(response, "UpdateTable")
+    return error
+
+
+def _transient_cases() -> list[tuple[Exception, bool]]:
+    import requests
+    import sqlalchemy.exc
+    from botocore.exceptions import EndpointConnectionError
+    from pyiceberg.exceptions import (
+        CommitFailedException,
+        CommitStateUnknownException,
+        ForbiddenError,
+        NoSuchTableError,
+        ServiceUnavailableError,
+        ValidationException,
+    )
+
+    return [
+        (CommitFailedException("Table has been updated by another process"), True),
+        (CommitStateUnknownException("504 Gateway Timeout"), True),
+        (ServiceUnavailableError("503"), True),
+        (sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked")), True),
+        (requests.ConnectionError("connection refused"), True),
+        (_http_error(503), True),
+        (EndpointConnectionError(endpoint_url="https://glue.us-east-1.amazonaws.com"), True),
+        (_client_error("ThrottlingException", 400), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (OSError("AWS Error NETWORK_CONNECTION during PutObject operation"), True),
+        (_http_error(404), False),
+        (_client_error("AccessDeniedException", 400), False),
+        (ForbiddenError("not allowed"), False),
+        (NoSuchTableError("cdc.events"), False),
+        (ValidationException("Cannot commit: conflicting files"), False),
+        (sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint")), False),
+        (FileNotFoundError("metadata/00001.metadata.json"), False),
+        (KeyError("cluster_time"), False),
+        (TypeError("unsupported operand"), False),
+        (ValueError("Could not find field with name cluster_time"), False),
+    ]
+
+
+@pytest.mark.parametrize(("error", "expected"), _transient_cases(), ids=repr)
+def test_only_failures_that_may_pass_are_transient(error: Exception, expected: bool) -> None:
+    """Conflicts and connection or server errors are retried; bugs and refusals are not."""
+    from rigatoni_s3.iceberg._table import transient
+
+    assert transient(error) is expected

@@ -249,3 +249,32 @@ async def test_close_with_the_catalog_down_leaves_the_rest_to_a_restart(
         assert token == raw_event(49)["_id"]
         await restarted.write_batch([raw_event(n) for n in range(50, 120)])
     assert ids_in(open_table(s3_endpoint, catalog_uri)) == Counter(range(120))
+
+
+async def test_a_commit_that_cannot_succeed_fails_at_once(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """A table changed under the writer so that its objects no longer fit: no retries, one
+    CommitError; the objects stay pending and commit once the table fits again."""
+    config = make_iceberg_config(iceberg={"commit_interval": 3600}, max_retries=3)
+    async with S3Destination(config) as destination:
+        await destination.write_batch([raw_event(n) for n in range(50)])
+        await destination.flush()
+        table = open_table(s3_endpoint, catalog_uri)
+        with table.update_schema() as update:
+            update.rename_column("cluster_time", "cluster_time_renamed")
+        await destination.write_batch([raw_event(n) for n in range(50, 100)])
+        with pytest.raises(CommitError) as caught:
+            await destination.flush()
+        assert caught.value.attempts == 1
+        assert isinstance(caught.value.__cause__, KeyError)
+        assert (caught.value.objects, caught.value.events) == (1, 50)
+        assert destination.stats().commit_retries == 0
+        assert destination.durable_resume_token == raw_event(49)["_id"]
+        table.refresh()
+        with table.update_schema() as update:
+            update.rename_column("cluster_time_renamed", "cluster_time")
+        await destination.flush()
+        assert destination.durable_resume_token == raw_event(99)["_id"]
+        assert destination.stats().commits == 2
+    assert ids_in(open_table(s3_endpoint, catalog_uri)) == Counter(range(100))

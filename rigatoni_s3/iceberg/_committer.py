@@ -15,10 +15,13 @@ Objects of later tickets wait for the next cut. ``flush()`` is such a cut; the
 background round makes one every ``commit_interval`` seconds, or as soon as
 ``commit_max_files`` objects wait.
 
-**Failures.** A failed commit is tried again with backoff (``max_retries``,
-``retry_base_delay``, ``retry_max_delay``, as uploads are); pyiceberg itself first
-refreshes and retries a commit that lost a race with another writer. When the
-attempts are spent, :class:`~rigatoni_s3.errors.CommitError` goes to the caller
+**Failures.** A commit that failed for a reason that may pass (a conflict, an
+unknown commit state, a connection or server error: see :func:`transient`) is tried
+again with backoff (``max_retries``, ``retry_base_delay``, ``retry_max_delay``, as
+uploads are); pyiceberg itself first refreshes and retries a commit that lost a race
+with another writer. Any other failure (a bug, a table changed under us so that our
+objects no longer fit) is not retried. When the attempts are spent, or at once for
+such a failure, :class:`~rigatoni_s3.errors.CommitError` goes to the caller
 (the waiting ``flush()``, or else the next call) and the objects stay staged for the
 next commit. Each attempt has its own id in the summary; before trying again, the
 table is searched for the ids of earlier attempts, so an attempt whose answer was
@@ -56,6 +59,7 @@ from rigatoni_s3.iceberg._table import (
     StagedObject,
     token_text,
     token_value,
+    transient,
 )
 from rigatoni_s3.stats import Counters
 
@@ -184,8 +188,9 @@ class Committer:
             try:
                 outcome = await self._call(self._table.commit, candidates, summary)
             except CatalogError as error:
-                if attempts > config.max_retries:
-                    raise self._gave_up(error, attempts, batch) from error.__cause__
+                cause = error.__cause__
+                if attempts > config.max_retries or cause is None or not transient(cause):
+                    raise self._gave_up(error, attempts, batch) from cause
                 delay = random.uniform(
                     0, min(config.retry_max_delay, config.retry_base_delay * 2 ** (attempts - 1))
                 )

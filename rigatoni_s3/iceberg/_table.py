@@ -4,8 +4,9 @@ Everything here is synchronous and blocks on the catalog and on S3, so the commi
 runs it in a thread of its own, never on the event loop. It is the boundary where
 pyiceberg's and the catalog clients' errors become :mod:`rigatoni_s3.errors` types:
 :class:`~rigatoni_s3.errors.ConfigError` for a table we cannot write to as it is,
-:class:`~rigatoni_s3.errors.CatalogError` for everything else. How often to try
-again is the committer's business.
+:class:`~rigatoni_s3.errors.CatalogError` for everything else, with the original
+as ``__cause__``. :func:`transient` tells which causes may pass if the request is
+sent again; whether and how often to do so is the committer's business.
 
 A commit appends our objects as data files, built from the Parquet footers we
 already hold (no object is read back), in one snapshot whose summary carries
@@ -24,13 +25,24 @@ import contextlib
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import pyarrow.parquet as pq
+from botocore import exceptions as boto_errors
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    CommitStateUnknownException,
+    NoSuchTableError,
+    ServerError,
+    ServiceUnavailableError,
+    TableAlreadyExistsError,
+    TooManyRequestsError,
+    WaitingForLockException,
+)
 from pyiceberg.io.pyarrow import (
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
@@ -42,6 +54,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
+from rigatoni_s3._retry import is_transient as s3_transient
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import CatalogError, ConfigError
 from rigatoni_s3.formats.parquet import ParquetSerializer
@@ -379,13 +392,68 @@ def _load_or_create(catalog: Catalog, config: S3Config) -> Table:
 
 @contextlib.contextmanager
 def _translated(table: str, what: str) -> Iterator[None]:
-    """Turns whatever pyiceberg or a catalog client raises into a CatalogError."""
+    """Turns whatever pyiceberg, a catalog client or our own code raises into a
+    CatalogError caused by it (see :func:`transient` for which are worth retrying)."""
     try:
         yield
     except (ConfigError, CatalogError):
         raise
     except Exception as exc:
         raise CatalogError(table, 1, f"{what}: {_describe(exc)}") from exc
+
+
+_PYICEBERG_TRANSIENT = (
+    CommitFailedException,  # another writer committed first: refresh and try again
+    CommitStateUnknownException,  # may have landed: the commit id tells on the next attempt
+    WaitingForLockException,
+    ServerError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
+_SETTLED_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+"""OS errors that sending the same request again does not change."""
+
+
+def transient(exc: BaseException) -> bool:
+    """True when the failed catalog or storage request may succeed if sent again.
+
+    Conflicts, an unknown commit state, connection and server errors are transient; a
+    bug or a table that no longer fits our objects (KeyError, TypeError, ValueError,
+    pyiceberg's validation errors) is not, and retrying would only delay the report.
+    Catalog clients are optional, so their error classes are looked up only if their
+    module is loaded: an error cannot come from a module nobody imported.
+    """
+    if isinstance(exc, _PYICEBERG_TRANSIENT):
+        return True
+    requests = sys.modules.get("requests.exceptions")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        # RequestException is an OSError: decide before the OSError rule below.
+        if isinstance(exc, requests.HTTPError):
+            status = getattr(exc.response, "status_code", None)
+            return status is not None and (status >= 500 or status in (408, 429))
+        return isinstance(
+            exc, (requests.ConnectionError, requests.Timeout, requests.ChunkedEncodingError)
+        )
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy is not None:
+        if isinstance(exc, (sqlalchemy.OperationalError, sqlalchemy.DisconnectionError)):
+            return True  # database locked or unreachable, connection dropped
+        if isinstance(exc, sqlalchemy.TimeoutError):
+            return True  # no pooled connection came free in time
+        if isinstance(exc, sqlalchemy.DBAPIError):
+            return bool(exc.connection_invalidated)
+    thrift = sys.modules.get("thrift.transport.TTransport")
+    if thrift is not None and isinstance(exc, thrift.TTransportException):
+        return True  # the Hive metastore's connection
+    if isinstance(exc, (boto_errors.BotoCoreError, boto_errors.ClientError)):
+        return s3_transient(exc)  # Glue and DynamoDB speak botocore, as S3 does
+    return isinstance(exc, OSError) and not isinstance(exc, _SETTLED_OS_ERRORS)
 
 
 def _describe(exc: Exception) -> str:
