@@ -26,16 +26,41 @@
 
 Library errors (botocore, aiohttp, pyiceberg and its catalogs' clients) are translated at the boundary and kept as
 ``__cause__``. Messages never contain credentials or event payloads.
+
+Every error pickles (to cross processes: multiprocessing, concurrent.futures) as the
+call that made it: the constructor arguments are kept, and unpickling calls the class
+with them again. Python's default would call it with the message alone, which these
+constructors do not take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 
-class RigatoniS3Error(Exception):
+class _Recorded(type):
+    """Keeps the arguments each error was made with, for :meth:`RigatoniS3Error.__reduce__`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        error = super().__call__(*args, **kwargs)
+        error._arguments = (args, kwargs)
+        return error
+
+
+def _rebuild(cls: type[RigatoniS3Error], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
+
+
+class RigatoniS3Error(Exception, metaclass=_Recorded):
     """Base class of every error raised by rigatoni-s3."""
+
+    _arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The constructor call again, then the attributes set since (notes, for one)."""
+        args, kwargs = vars(self).get("_arguments", (self.args, {}))
+        return _rebuild, (type(self), args, kwargs), dict(vars(self))
 
 
 class ConfigError(RigatoniS3Error, ValueError):
@@ -130,9 +155,6 @@ class RejectedEventsError(RigatoniS3Error, ExceptionGroup[EventError], ValueErro
 
     def __str__(self) -> str:
         return self.message
-
-    def __reduce__(self) -> tuple[type[RejectedEventsError], tuple[tuple[EventError, ...], int]]:
-        return type(self), (self.errors, self.accepted)
 
     def derive(self, excs: Sequence[EventError]) -> RejectedEventsError:  # type: ignore[override]
         """The group ``except*`` hands on: the same call, a subset of its rejections."""
@@ -251,11 +273,6 @@ class CatalogError(DeliveryError):
     def _message(self) -> str:
         return f"Iceberg table {self.table}: {self.reason} (after {self.attempts} attempt(s))"
 
-    def __reduce__(self) -> tuple[type[CatalogError], tuple[object, ...]]:
-        # To cross processes (multiprocessing, concurrent.futures): the default rebuilds
-        # from the message alone, which __init__ does not take.
-        return type(self), (self.table, self.attempts, self.reason)
-
 
 class CommitError(CatalogError):
     """Uploaded objects could not be committed to the Iceberg table.
@@ -277,9 +294,6 @@ class CommitError(CatalogError):
             f"{self.table} after {self.attempts} attempt(s): {self.reason}. They stay in S3 "
             "and are committed by the next successful commit."
         )
-
-    def __reduce__(self) -> tuple[type[CommitError], tuple[object, ...]]:
-        return type(self), (self.table, self.attempts, self.reason, self.objects, self.events)
 
 
 def _short(value: object, limit: int = 80) -> str:
