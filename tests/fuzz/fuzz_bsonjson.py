@@ -1,7 +1,8 @@
 """Differential fuzzing of the compiled BSON-to-JSON core against the pure-Python module.
 
 A finding is an input on which the two disagree (one accepts, one rejects, or the JSON
-differs), a crash, or a sanitizer report. atheris is not a project dependency::
+differs; or the typed columns' path walk finds other elements), a crash, or a sanitizer
+report. atheris is not a project dependency::
 
     .venv/bin/pip install atheris
     .venv/bin/python tests/fuzz/fuzz_bsonjson.py --seed /tmp/bsonjson-corpus
@@ -38,6 +39,7 @@ from typing import Any
 import atheris
 
 from rigatoni_s3 import _bsonjson_py as python_module
+from rigatoni_s3._bsonpath import MalformedBsonError, PathTree
 
 
 def _compiled() -> ModuleType:
@@ -56,6 +58,21 @@ def _compiled() -> ModuleType:
 
 compiled_module = _compiled()
 
+PATHS = [
+    ("fullDocument", "v"),
+    ("fullDocument", "list", "0"),
+    ("fullDocument", "list", "1", "nested"),
+    ("fullDocument", "list", "1"),
+    ("documentKey", "_id"),
+    ("updateDescription", "updatedFields", "v"),
+    ("fullDocumentBeforeChange", "v", "a", "b", "1"),
+    ("to", "coll"),
+    ("fullDocument", "v"),
+]
+"""Paths the seeds' documents hold (some twice, some through arrays), for typed columns."""
+finder = compiled_module.PathFinder(PATHS)
+tree = PathTree(PATHS)
+
 
 def test_one_input(data: bytes) -> None:
     if not data:
@@ -73,6 +90,14 @@ def test_one_input(data: bytes) -> None:
             raise AssertionError(f"accept/reject differs: {ours!r} vs {reference!r} for {event!r}")
         if not isinstance(ours, str) and ours != reference:
             raise AssertionError(f"output differs: {ours!r} vs {reference!r} for {event!r}")
+    # The typed columns' path walk: the same elements found, or both fail.
+    try:
+        expected = tree.spans(event)
+    except MalformedBsonError:
+        expected = None
+    for found in finder.spans_batch(batch):
+        if found != expected:
+            raise AssertionError(f"spans differ: {found!r} vs {expected!r} for {event!r}")
 
 
 def write_seeds(directory: Path) -> None:
