@@ -13,7 +13,8 @@ BOTH_MODES := tests/test_bsonjson.py tests/test_raw_input.py tests/test_encoder.
 	tests/test_fragments.py tests/test_typed_columns.py tests/test_bsonpath.py
 
 # The compiled core is built by the editable install, so its sources are prerequisites too.
-$(STAMP): pyproject.toml setup.py rigatoni_s3/_bsonjson_c.pyx rigatoni_s3/_bsonjson_walk.h
+$(STAMP): pyproject.toml setup.py rigatoni_s3/_bsonjson_c.pyx rigatoni_s3/_bsonjson_walk.h \
+	rigatoni_s3/_bsonpath_find.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -56,7 +56,7 @@ def _extensions() -> list[Extension]:
     extension = Extension(
         "rigatoni_s3._bsonjson_c",
         [source],
-        depends=["rigatoni_s3/_bsonjson_walk.h"],
+        depends=["rigatoni_s3/_bsonjson_walk.h", "rigatoni_s3/_bsonpath_find.h"],
         include_dirs=["rigatoni_s3"],
         extra_compile_args=os.environ.get("RIGATONI_S3_EXTRA_CFLAGS", "").split(),
     )

@@ -7,16 +7,22 @@ module, which writes the same bytes; :data:`NATIVE` says which one is in use.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
 
-__all__ = ["MAX_DEPTH", "NATIVE", "RawEnvelope", "convert_batch"]
+if TYPE_CHECKING:
+    from rigatoni_s3._bsonjson_c import PathFinder as _PathFinder
+
+__all__ = ["MAX_DEPTH", "NATIVE", "PathFinder", "RawEnvelope", "convert_batch"]
 
 NATIVE = False
 """True when the compiled core reads raw BSON; False for the pure-Python fallback."""
+PathFinder: type[_PathFinder] | None = None
+"""The compiled path walk for typed columns; None without the extension."""
 if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
     try:
-        from rigatoni_s3._bsonjson_c import convert_batch
+        from rigatoni_s3._bsonjson_c import PathFinder, convert_batch
 
         NATIVE = True
     except ImportError:  # not built: a pure install, or no compiler at build time

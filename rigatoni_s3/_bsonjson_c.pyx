@@ -22,7 +22,7 @@ from libc.string cimport memcpy, memset
 
 import orjson
 
-from rigatoni_s3 import _bsonjson_py
+from rigatoni_s3 import _bsonjson_py, _bsonpath
 from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
 
 
@@ -356,3 +356,150 @@ cdef object _convert(documents, bint build, bint lines):
         free(ptrs)
         free(sizes)
         free(events)
+
+
+cdef extern from "_bsonpath_find.h" nogil:
+    int BP_OK
+
+    ctypedef struct bp_span:
+        int kind
+        int64_t start
+        int64_t end
+
+    ctypedef struct bp_node:
+        const uint8_t *key
+        size_t key_len
+        int64_t position
+        int first_child
+        int nchildren
+        int has_positions
+        int first_end
+        int nends
+
+    ctypedef struct bp_tree:
+        const bp_node *nodes
+        const int *ends
+        int npaths
+
+    int bp_find(const bp_tree *t, const uint8_t *b, size_t size, bp_span *found, bp_span *last)
+
+
+cdef class PathFinder:
+    """The elements some paths lead to in raw BSON events, found without the GIL: the
+    compiled twin of ``_bsonpath.PathTree``, giving the same spans."""
+
+    cdef bp_tree tree
+    cdef bp_node *nodes
+    cdef int *ends
+    cdef int nnodes
+    cdef list keys  # the field names the nodes point into
+
+    def __cinit__(self, paths):
+        self.nodes = NULL
+        self.ends = NULL
+        self.keys = []
+        # Each node: its name, then its children by name and the paths ending there.
+        root = ({}, [])
+        for number, path in enumerate(paths):
+            node = root
+            for name in path:
+                node = node[0].setdefault(name, ({}, []))
+            node[1].append(number)
+        # Breadth first, so that the children of each node are numbered contiguously.
+        order = [(None, root)]
+        cdef Py_ssize_t at = 0
+        while at < len(order):
+            order.extend(order[at][1][0].items())
+            at += 1
+        self.nnodes = len(order)
+        self.nodes = <bp_node *>calloc(self.nnodes, sizeof(bp_node))
+        self.ends = <int *>calloc(len(paths) + 1, sizeof(int))
+        if self.nodes == NULL or self.ends == NULL:
+            raise MemoryError
+        cdef int next_child = 1
+        cdef int next_end = 0
+        cdef bp_node *node_ptr
+        for at in range(self.nnodes):
+            name, (children, ending) = order[at]
+            node_ptr = &self.nodes[at]
+            if name is not None:
+                key = name.encode("utf-8")
+                self.keys.append(key)
+                node_ptr.key = <const uint8_t *>PyBytes_AS_STRING(key)
+                node_ptr.key_len = <size_t>PyBytes_GET_SIZE(key)
+                index = _bsonpath.array_index(name)
+                node_ptr.position = -1 if index is None else index
+            else:
+                node_ptr.position = -1
+            node_ptr.first_child = next_child
+            node_ptr.nchildren = len(children)
+            node_ptr.has_positions = any(
+                _bsonpath.array_index(child) is not None for child in children
+            )
+            next_child += len(children)
+            node_ptr.first_end = next_end
+            node_ptr.nends = len(ending)
+            for number in ending:
+                self.ends[next_end] = number
+                next_end += 1
+        self.tree.nodes = self.nodes
+        self.tree.ends = self.ends
+        self.tree.npaths = len(paths)
+
+    def __dealloc__(self):
+        free(self.nodes)
+        free(self.ends)
+
+    def spans_batch(self, documents):
+        """For each document, where each path leads (``(type, start, end)`` or None),
+        with the document's bytes; None instead where the bytes are not well formed
+        (the Python walk says why)."""
+        cdef list docs = list(documents)
+        cdef Py_ssize_t n = len(docs)
+        cdef int npaths = self.tree.npaths
+        cdef Py_ssize_t i
+        cdef int p
+        cdef bp_span *span
+        cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
+        cdef char *pinned = <char *>calloc(n + 1, 1)
+        cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
+        cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
+        cdef int *status = <int *>calloc(n + 1, sizeof(int))
+        cdef bp_span *found = <bp_span *>calloc(n * npaths + 1, sizeof(bp_span))
+        cdef bp_span *last = <bp_span *>calloc(self.nnodes, sizeof(bp_span))
+        keep: list = [None] * n
+        results: list = [None] * n
+        try:
+            if not (views and pinned and ptrs and sizes and status and found and last):
+                raise MemoryError
+            for i in range(n):
+                reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
+                if isinstance(reason, str):
+                    ptrs[i] = NULL
+                else:
+                    keep[i] = reason
+            with nogil:
+                for i in range(n):
+                    if ptrs[i] != NULL:
+                        status[i] = bp_find(&self.tree, ptrs[i], sizes[i], found + i * npaths, last)
+            for i in range(n):
+                if ptrs[i] == NULL or status[i] != BP_OK:
+                    continue
+                row = [None] * npaths
+                for p in range(npaths):
+                    span = &found[i * npaths + p]
+                    if span.kind >= 0:
+                        row[p] = (span.kind, span.start, span.end)
+                results[i] = row
+            return results
+        finally:
+            for i in range(n):
+                if pinned and pinned[i]:
+                    PyBuffer_Release(&views[i])
+            free(views)
+            free(pinned)
+            free(ptrs)
+            free(sizes)
+            free(status)
+            free(found)
+            free(last)

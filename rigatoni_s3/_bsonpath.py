@@ -201,8 +201,9 @@ class PathTree:
 def decode(raw: bytes, span: Span) -> Any:
     """The Python value of an element, as pymongo decodes it in the whole event.
 
-    Common scalars are read directly (an int64 as ``int``, not ``Int64``, and a date
-    as a naive UTC ``datetime``: equal values to every typed conversion); the rest
+    Common scalars, ObjectIds and decimals are read directly (an int64 as ``int``, not
+    ``Int64``, and a date as a naive UTC ``datetime``: equal values to every typed
+    conversion); the rest
     goes through ``bson.decode`` with the options the pure-Python core uses.
     """
     kind, at, end = span
@@ -227,6 +228,10 @@ def decode(raw: bytes, span: Span) -> Any:
         except OverflowError:  # beyond datetime's years: pymongo's DatetimeMS
             pass
     pymongo = _pymongo()
+    if kind == 7:
+        return pymongo.bson.ObjectId(raw[at:end])
+    if kind == 19:
+        return pymongo.bson.Decimal128.from_bid(raw[at:end])
     # The element alone, renamed "", in a document of its own.
     element = bytes((kind,)) + b"\0" + raw[at:end]
     wrapped = (len(element) + 5).to_bytes(4, "little") + element + b"\0"

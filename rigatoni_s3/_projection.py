@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rigatoni_s3 import _bsonpath
+from rigatoni_s3._bsonjson import PathFinder
 from rigatoni_s3._bsonjson_py import raw_bytes
 from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.columns import ROOTS, Column
@@ -50,9 +51,9 @@ class Projection:
 
     def __init__(self, columns: Mapping[str, Column]) -> None:
         self._lookups = [_Lookup(name, column) for name, column in columns.items()]
-        self._tree = _bsonpath.PathTree(
-            [(ROOTS[column.root], *column.fields) for column in columns.values()]
-        )
+        paths = [(ROOTS[column.root], *column.fields) for column in columns.values()]
+        self._tree = _bsonpath.PathTree(paths)
+        self._finder = None if PathFinder is None else PathFinder(paths)
         self._lock = threading.Lock()
 
     def values_of(self, events: Sequence[EventFields]) -> tuple[list[tuple[Any, ...]], int]:
@@ -85,12 +86,20 @@ class Projection:
         rows = []
         mismatches = 0
         lookups, tree, decode = self._lookups, self._tree, _bsonpath.decode
-        for document in with_gil_breaks(documents):
+        # The compiled walk finds every event's elements at once, without the GIL;
+        # where it has none (no extension, or bytes it cannot read) the Python walk
+        # finds them, or says what is wrong.
+        found = (
+            [None] * len(documents) if self._finder is None else self._finder.spans_batch(documents)
+        )
+        for document, spans in with_gil_breaks(zip(documents, found, strict=True)):
             raw = raw_bytes(document)
             if isinstance(raw, str):
                 raise _bsonpath.MalformedBsonError(raw)
             values = []
-            for lookup, span in zip(lookups, tree.spans(raw), strict=True):
+            if spans is None:
+                spans = tree.spans(raw)
+            for lookup, span in zip(lookups, spans, strict=True):
                 value = None if span is None else decode(raw, span)
                 if value is not None:
                     typed = lookup.convert(value)
