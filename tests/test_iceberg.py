@@ -288,6 +288,26 @@ async def test_a_token_outlives_the_expiry_of_its_snapshot(
     assert ids_in(open_table(s3_endpoint, catalog_uri)) == Counter([*range(30), *range(1000, 1030)])
 
 
+async def test_a_rolled_back_table_resumes_from_the_data_it_holds(
+    make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
+) -> None:
+    """Rolled back to an earlier commit, the table's history holds an earlier token than
+    the property: the history wins, so the events rolled away are read again."""
+    events = stream(30)
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        await destination.write_batch(events[:15])
+        await destination.flush()
+        await destination.write_batch(events[15:])
+    table = open_table(s3_endpoint, catalog_uri)
+    assert len(table.snapshots()) == 2
+    (first,) = [snapshot for snapshot in table.snapshots() if snapshot.parent_snapshot_id is None]
+    table.manage_snapshots().rollback_to_snapshot(first.snapshot_id).commit()
+    assert json.loads(table.properties["rigatoni-s3.resume-token.shop"]) == events[-1]["_id"]
+    assert ids_in(open_table(s3_endpoint, catalog_uri)) == Counter(range(15))
+    async with S3Destination(make_iceberg_config(iceberg={"consumer": "shop"})) as destination:
+        assert await destination.committed_resume_token() == events[14]["_id"]
+
+
 async def test_a_table_without_token_properties_is_read_from_its_snapshots(
     make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
 ) -> None:

@@ -269,11 +269,8 @@ class IcebergTable:
         )
 
     def committed_token(self) -> str | None:
-        """The resume token (as stored) of this consumer's newest commit.
-
-        The table property comes first; tables last written by a version that set none
-        have the token in snapshot summaries only.
-        """
+        """The resume token (as stored) of this consumer's newest commit: see
+        :func:`consumer_token`."""
         with _translated(self.name, "could not read the table"):
             self._table.refresh()
             return consumer_token(self._table.metadata, self._consumer)
@@ -299,22 +296,21 @@ def token_property(consumer: str) -> str:
 
 
 def consumer_token(metadata: TableMetadata, consumer: str) -> str | None:
-    """This consumer's newest token: its table property, else the snapshot summaries.
+    """This consumer's newest token in the table's current history, else its property.
 
-    Both are in the table metadata already loaded, so this reads no manifest. The walk
-    (one pass over the snapshots in memory, newest first, stopping at the first hit)
-    serves tables whose last commit by this consumer predates the property.
+    The snapshot walk comes first, newest first and stopping at the first hit: it
+    follows the table where its history goes, so after a rollback the token is that of
+    the data the table holds. Where expiry has removed every snapshot of this consumer,
+    the table property (set by the same commits) still holds the newest token. Both are
+    in the table metadata already loaded, so this reads no manifest.
     """
-    token = metadata.properties.get(token_property(consumer))
-    if token is not None:
-        return token
     for snapshot in ancestors_of(metadata.current_snapshot(), metadata):
         summary = snapshot.summary
         if summary is not None and summary[CONSUMER] == consumer:
             token = summary[RESUME_TOKEN]
             if token is not None:
                 return str(token)
-    return None
+    return metadata.properties.get(token_property(consumer))
 
 
 def _attempts_found(metadata: TableMetadata, attempts: Iterable[str]) -> set[str]:
