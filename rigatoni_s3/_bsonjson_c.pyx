@@ -195,6 +195,50 @@ cdef object _pin(object document, Py_buffer *view, const uint8_t **ptr, size_t *
     return f"expected BSON bytes or a RawBSONDocument, got {type(document).__name__}"
 
 
+cdef class _Pinned:
+    """A batch's documents held still while the GIL is released: each one's bytes as a
+    pointer and a size, NULL where it has none (``reasons`` says why). The buffers are
+    released when the object goes."""
+
+    cdef Py_ssize_t n
+    cdef Py_buffer *views
+    cdef char *pinned
+    cdef const uint8_t **ptrs
+    cdef size_t *sizes
+    cdef list keep  # RawBSONDocument bytes the pointers point into
+    cdef list reasons
+
+    def __cinit__(self, list docs):
+        cdef Py_ssize_t i
+        self.n = len(docs)
+        self.views = <Py_buffer *>calloc(self.n + 1, sizeof(Py_buffer))
+        self.pinned = <char *>calloc(self.n + 1, 1)
+        self.ptrs = <const uint8_t **>calloc(self.n + 1, sizeof(uint8_t *))
+        self.sizes = <size_t *>calloc(self.n + 1, sizeof(size_t))
+        if not (self.views and self.pinned and self.ptrs and self.sizes):
+            raise MemoryError
+        self.keep = [None] * self.n
+        self.reasons = [None] * self.n
+        for i in range(self.n):
+            reason = _pin(docs[i], &self.views[i], &self.ptrs[i], &self.sizes[i], &self.pinned[i])
+            if isinstance(reason, str):
+                self.reasons[i] = reason
+                self.ptrs[i] = NULL
+            else:
+                self.keep[i] = reason
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.pinned != NULL:
+            for i in range(self.n):
+                if self.pinned[i]:
+                    PyBuffer_Release(&self.views[i])
+        free(self.views)
+        free(self.pinned)
+        free(self.ptrs)
+        free(self.sizes)
+
+
 cdef object _special(bj_float *f):
     """The text of a double the batch's orjson call does not format."""
     v = f.value
@@ -275,28 +319,19 @@ cdef object _convert(documents, bint build, bint lines):
     cdef size_t f
     cdef bj_walker walker
     cdef bj_event *ev
-    cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
-    cdef char *pinned = <char *>calloc(n + 1, 1)
-    cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
-    cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
+    cdef _Pinned held = _Pinned(docs)
+    cdef const uint8_t **ptrs = held.ptrs
+    cdef size_t *sizes = held.sizes
     cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
     cdef Py_ssize_t next_text = 0
     cdef size_t *cuts = NULL
     cdef const char *text_ptr
     cdef Py_ssize_t at, count
     memset(&walker, 0, sizeof(walker))
-    results: list = [None] * n
-    keep: list = [None] * n
+    results: list = list(held.reasons)
     try:
-        if not (views and pinned and ptrs and sizes and events):
+        if not events:
             raise MemoryError
-        for i in range(n):
-            reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
-            if isinstance(reason, str):
-                results[i] = reason
-                ptrs[i] = NULL
-            else:
-                keep[i] = reason
         with nogil:
             for i in range(n):
                 if ptrs[i] != NULL:
@@ -344,17 +379,11 @@ cdef object _convert(documents, bint build, bint lines):
             results[i] = _envelope(ev, ptrs[i], text_ptr, cuts, &next_text)
         return results
     finally:
-        for i in range(n):
-            if pinned and pinned[i]:
-                PyBuffer_Release(&views[i])
-            if events:
+        if events:
+            for i in range(n):
                 bj_event_free(&events[i])
         free(cuts)
         bj_walker_free(&walker)
-        free(views)
-        free(pinned)
-        free(ptrs)
-        free(sizes)
         free(events)
 
 
@@ -460,24 +489,16 @@ cdef class PathFinder:
         cdef Py_ssize_t i
         cdef int p
         cdef bp_span *span
-        cdef Py_buffer *views = <Py_buffer *>calloc(n + 1, sizeof(Py_buffer))
-        cdef char *pinned = <char *>calloc(n + 1, 1)
-        cdef const uint8_t **ptrs = <const uint8_t **>calloc(n + 1, sizeof(uint8_t *))
-        cdef size_t *sizes = <size_t *>calloc(n + 1, sizeof(size_t))
+        cdef _Pinned held = _Pinned(docs)
+        cdef const uint8_t **ptrs = held.ptrs
+        cdef size_t *sizes = held.sizes
         cdef int *status = <int *>calloc(n + 1, sizeof(int))
         cdef bp_span *found = <bp_span *>calloc(n * npaths + 1, sizeof(bp_span))
         cdef bp_span *last = <bp_span *>calloc(self.nnodes, sizeof(bp_span))
-        keep: list = [None] * n
         results: list = [None] * n
         try:
-            if not (views and pinned and ptrs and sizes and status and found and last):
+            if not (status and found and last):
                 raise MemoryError
-            for i in range(n):
-                reason = _pin(docs[i], &views[i], &ptrs[i], &sizes[i], &pinned[i])
-                if isinstance(reason, str):
-                    ptrs[i] = NULL
-                else:
-                    keep[i] = reason
             with nogil:
                 for i in range(n):
                     if ptrs[i] != NULL:
@@ -493,13 +514,6 @@ cdef class PathFinder:
                 results[i] = row
             return results
         finally:
-            for i in range(n):
-                if pinned and pinned[i]:
-                    PyBuffer_Release(&views[i])
-            free(views)
-            free(pinned)
-            free(ptrs)
-            free(sizes)
             free(status)
             free(found)
             free(last)

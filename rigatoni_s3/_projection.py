@@ -62,22 +62,16 @@ class Projection:
         mismatches = 0
         lookups = self._lookups
         for fields in with_gil_breaks(events):
-            values = []
+            found = []
             for lookup in lookups:
                 value = fields[lookup.root]
                 for name in lookup.fields:
                     if value is None:
                         break
                     value = value.get(name) if type(value) is dict else _step(value, name)
-                if value is not None:
-                    typed = lookup.convert(value)
-                    if typed is MISMATCH:
-                        mismatches += 1
-                        self._mismatched(lookup, value)
-                        typed = None
-                    value = typed
-                values.append(value)
-            rows.append(tuple(values))
+                found.append(value)
+            mismatches += self._convert(found)
+            rows.append(tuple(found))
         return rows, mismatches
 
     def values_of_raw(self, documents: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
@@ -85,32 +79,37 @@ class Projection:
         ``RawBSONDocument``, already read by a core), and how many were mismatches."""
         rows = []
         mismatches = 0
-        lookups, tree, decode = self._lookups, self._tree, _bsonpath.decode
+        tree, decode = self._tree, _bsonpath.decode
         # The compiled walk finds every event's elements at once, without the GIL;
         # where it has none (no extension, or bytes it cannot read) the Python walk
         # finds them, or says what is wrong.
-        found = (
+        spans_of = (
             [None] * len(documents) if self._finder is None else self._finder.spans_batch(documents)
         )
-        for document, spans in with_gil_breaks(zip(documents, found, strict=True)):
+        for document, spans in with_gil_breaks(zip(documents, spans_of, strict=True)):
             raw = raw_bytes(document)
             if isinstance(raw, str):
                 raise _bsonpath.MalformedBsonError(raw)
-            values = []
             if spans is None:
                 spans = tree.spans(raw)
-            for lookup, span in zip(lookups, spans, strict=True):
-                value = None if span is None else decode(raw, span)
-                if value is not None:
-                    typed = lookup.convert(value)
-                    if typed is MISMATCH:
-                        mismatches += 1
-                        self._mismatched(lookup, value)
-                        typed = None
-                    value = typed
-                values.append(value)
-            rows.append(tuple(values))
+            found = [None if span is None else decode(raw, span) for span in spans]
+            mismatches += self._convert(found)
+            rows.append(tuple(found))
         return rows, mismatches
+
+    def _convert(self, found: list[Any]) -> int:
+        """Converts the values found for each column in place; a value that cannot take
+        its column's type becomes None. Returns how many could not."""
+        mismatches = 0
+        for at, (lookup, value) in enumerate(zip(self._lookups, found, strict=True)):
+            if value is not None:
+                typed = lookup.convert(value)
+                if typed is MISMATCH:
+                    mismatches += 1
+                    self._mismatched(lookup, value)
+                    typed = None
+                found[at] = typed
+        return mismatches
 
     def _mismatched(self, lookup: _Lookup, value: Any) -> None:
         """Log the first mismatch of a column: its name, path and type, and the type of

@@ -263,6 +263,15 @@ def text_of(value: Any, kind: str) -> str | None:
     return iso
 
 
+def typed_rows(
+    rows: Sequence[EnvelopeRow], sizes: Sequence[int], values: Sequence[tuple[Any, ...]]
+) -> tuple[list[TypedRow], list[int]]:
+    """Envelope rows joined with their typed values, for the formats that keep the values
+    as they are (Parquet, Avro); the sizes count the values as :func:`values_size` does."""
+    joined = [TypedRow(row, typed) for row, typed in zip(rows, values, strict=True)]
+    return joined, [size + values_size(typed) for size, typed in zip(sizes, values, strict=True)]
+
+
 def values_size(values: Sequence[Any]) -> int:
     """Bytes the typed values of a row count for the limits: text as its length, the
     other values 8."""

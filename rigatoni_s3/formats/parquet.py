@@ -63,7 +63,7 @@ from rigatoni_s3.formats._envelope import (
     envelope_rows,
     envelope_size,
 )
-from rigatoni_s3.formats._typed import TypedRow, values_size
+from rigatoni_s3.formats._typed import TypedRow, typed_rows
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: big enough for good compression and scans, small enough to
@@ -175,14 +175,8 @@ class ParquetSerializer:
         """The envelopes are the rows already; only their sizes are counted."""
         return list(envelopes), [envelope_size(row) for row in envelopes]
 
-    def with_columns(
-        self, rows: list[EnvelopeRow], sizes: list[int], values: Sequence[tuple[Any, ...]]
-    ) -> tuple[list[TypedRow], list[int]]:
-        """Rows holding their typed values; sizes count text as its length, others as 8."""
-        typed_rows = [TypedRow(row, typed) for row, typed in zip(rows, values, strict=True)]
-        return typed_rows, [
-            size + values_size(typed) for size, typed in zip(sizes, values, strict=True)
-        ]
+    with_columns = staticmethod(typed_rows)
+    """Rows holding their typed values; sizes count text as its length, others as 8."""
 
     def serialize(self, rows: Sequence[EnvelopeRow] | Sequence[TypedRow]) -> bytes:
         """One Parquet file holding ``rows`` in order."""
