@@ -15,7 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
@@ -82,6 +82,8 @@ cdef extern from "_bsonjson_walk.h" nogil:
         bj_event *ev
         bj_elem *elems
 
+    int BJ_DECIMAL128_TEXT
+    size_t bj_decimal128_text(const uint8_t *p, char *out)
     int bj_walk_event(bj_walker *w, const uint8_t *b, size_t size)
     int bj_jsonl_head(bj_walker *w)
     void bj_event_free(bj_event *ev)
@@ -297,6 +299,19 @@ cdef object _field(bj_event *ev, int k, const char *text, size_t *cuts, Py_ssize
     memcpy(o, ev.out + at, <size_t>end - at)
     next_text[0] = t
     return result
+
+
+def decimal128_str(value):
+    """``str(value)`` of a ``bson.Decimal128``, from its 16 bytes: the text the walk
+    writes for one, without the ``decimal.Decimal`` pymongo builds for it."""
+    bid = getattr(value, "bid", None)
+    cdef char out[80]
+    cdef size_t n
+    assert BJ_DECIMAL128_TEXT <= 80
+    if not isinstance(bid, bytes) or PyBytes_GET_SIZE(bid) != 16:  # a lookalike class
+        return str(value)
+    n = bj_decimal128_text(<const uint8_t *>PyBytes_AS_STRING(bid), out)
+    return PyUnicode_DecodeASCII(out + 1, <Py_ssize_t>n - 2, NULL)  # without the quotes
 
 
 def convert_batch(documents, lines=False):

@@ -444,20 +444,25 @@ static int bj_datetime(bj_walker *w, int64_t ms) {
     return 0;
 }
 
-/* str(Decimal128): Python's Decimal.__str__ of what pymongo's to_decimal builds. */
-static int bj_decimal128(bj_walker *w, const uint8_t *p) {
+#define BJ_DECIMAL128_TEXT 80
+
+/* str(Decimal128) of the 16 bytes at `p`, quoted as a JSON string, into `out`; returns
+ * its length. Python's Decimal.__str__ of what pymongo's to_decimal builds. */
+static size_t bj_decimal128_text(const uint8_t *p, char out[BJ_DECIMAL128_TEXT]) {
     uint64_t low = bj_u64(p), high = bj_u64(p + 8);
     int negative = (high >> 63) != 0;
-    char out[80];
     size_t n = 0;
     if ((high & UINT64_C(0x7C00000000000000)) == UINT64_C(0x7C00000000000000)) {
-        BJ_LIT(w, "\"NaN\""); /* pymongo writes every NaN, signed or signalling, as NaN */
-        return 0;
+        memcpy(out, "\"NaN\"", 5); /* pymongo writes every NaN, signed or signalling, as NaN */
+        return 5;
     }
     if ((high & UINT64_C(0x7800000000000000)) == UINT64_C(0x7800000000000000)) {
-        if (negative) BJ_LIT(w, "\"-Infinity\"");
-        else BJ_LIT(w, "\"Infinity\"");
-        return 0;
+        if (negative) {
+            memcpy(out, "\"-Infinity\"", 11);
+            return 11;
+        }
+        memcpy(out, "\"Infinity\"", 10);
+        return 10;
     }
     int64_t exponent;
     unsigned __int128 coefficient;
@@ -505,9 +510,16 @@ static int bj_decimal128(bj_walker *w, const uint8_t *p) {
         n += nd - (size_t)dotplace;
     }
     if (leftdigits != dotplace) {
-        n += (size_t)snprintf(out + n, sizeof out - n, "E%+lld", (long long)(leftdigits - dotplace));
+        n += (size_t)snprintf(out + n, BJ_DECIMAL128_TEXT - n, "E%+lld",
+                              (long long)(leftdigits - dotplace));
     }
     out[n++] = '"';
+    return n;
+}
+
+static int bj_decimal128(bj_walker *w, const uint8_t *p) {
+    char out[BJ_DECIMAL128_TEXT];
+    size_t n = bj_decimal128_text(p, out);
     BJ_PUT(w, out, n);
     return 0;
 }

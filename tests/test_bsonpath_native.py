@@ -1,8 +1,9 @@
-"""The compiled path walk finds what the Python one finds, and fails where it fails.
+"""The compiled helpers beside the walk agree with their Python references.
 
 Typed columns of raw events are looked up by ``_bsonjson_c.PathFinder`` when the
-extension is built; the Python ``PathTree`` is the reference. These tests need the
-compiled module: a missing build fails them, it never skips them.
+extension is built; the Python ``PathTree`` is the reference: it finds the same
+elements and fails where it fails. ``decimal128_str`` is ``str`` of a Decimal128. These
+tests need the compiled module: a missing build fails them, it never skips them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rigatoni_s3._bsonpath import MalformedBsonError, PathTree, Span
 from tests.test_bsonpath import PATHS, VALID, document, element, events_and_paths, int32, string
 
 try:
-    from rigatoni_s3._bsonjson_c import PathFinder
+    from rigatoni_s3._bsonjson_c import PathFinder, decimal128_str
 except ImportError as exc:  # pragma: no cover - the build is a prerequisite
     raise ImportError(
         f"the compiled module is not built ({exc}); build it with a C compiler"
@@ -131,3 +132,25 @@ def test_deeper_paths_than_documents_nest_are_refused_not_recursed() -> None:
     assert native_spans(raw, [path]) is None
     shallow = ("a",) * 50
     assert native_spans(raw, [shallow]) == python_spans(raw, [shallow])
+
+
+@given(
+    bid=st.binary(min_size=16, max_size=16),
+    high=st.sampled_from([None, 0x6000, 0x7800, 0x7C00, 0x7E00, 0xE000, 0x3040, 0x3000]),
+)
+@settings(max_examples=1000, deadline=None)
+def test_decimal128_text_is_pymongos(bid: bytes, high: int | None) -> None:
+    """Any 16 bytes, steered to the special and non-canonical forms too: the text is
+    ``str(Decimal128)``, which the JSON of decoded events holds."""
+    if high is not None:
+        bid = bid[:15] + bytes([high >> 8 | bid[15] & 0x01])
+    value = bson.decimal128.Decimal128.from_bid(bid)
+    assert decimal128_str(value) == str(value)
+
+
+@pytest.mark.parametrize(
+    "text", ["0", "-0", "1234.56", "-1.2345E-40", "0.000001", "1E-7", "1E+6144", "NaN", "-Infinity"]
+)
+def test_decimal128_text_of_typical_values(text: str) -> None:
+    value = bson.decimal128.Decimal128(text)
+    assert decimal128_str(value) == str(value)

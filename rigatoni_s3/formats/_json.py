@@ -200,6 +200,11 @@ def _converter_for(kind: Any) -> Callable[[Any], Any] | None:
         return dict
     if not kind.__module__.startswith("bson"):
         return None
+    if kind.__name__ == "Decimal128":
+        # Imported here, once per type: the compiled core imports this module.
+        from rigatoni_s3._bsonjson import decimal128_str
+
+        return decimal128_str
     return _BSON_CONVERTERS.get(kind.__name__)
 
 
@@ -217,7 +222,6 @@ def _datetime_ms(value: Any) -> Any:
 _BSON_CONVERTERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
     {
         "ObjectId": str,
-        "Decimal128": str,
         "Timestamp": lambda ts: {"t": ts.time, "i": ts.inc},
         "Regex": lambda regex: {
             "$regularExpression": {
