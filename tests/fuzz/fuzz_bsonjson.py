@@ -1,8 +1,8 @@
 """Differential fuzzing of the compiled BSON-to-JSON core against the pure-Python module.
 
 A finding is an input on which the two disagree (one accepts, one rejects, or the JSON
-differs; or the typed columns' path walk finds other elements), a crash, or a sanitizer
-report. atheris is not a project dependency::
+differs; or the typed columns' path walk finds other elements, or a Decimal128's text
+differs from ``str()``), a crash, or a sanitizer report. atheris is not a project dependency::
 
     .venv/bin/pip install atheris
     .venv/bin/python tests/fuzz/fuzz_bsonjson.py --seed /tmp/bsonjson-corpus
@@ -41,6 +41,7 @@ from types import ModuleType
 from typing import Any
 
 import atheris
+from bson.decimal128 import Decimal128
 
 from rigatoni_s3 import _bsonjson_py as python_module
 from rigatoni_s3._bsonpath import MalformedBsonError, PathTree
@@ -94,6 +95,11 @@ def test_one_input(data: bytes) -> None:
             raise AssertionError(f"accept/reject differs: {ours!r} vs {reference!r} for {event!r}")
         if not isinstance(ours, str) and ours != reference:
             raise AssertionError(f"output differs: {ours!r} vs {reference!r} for {event!r}")
+    # str() of a Decimal128 made of the input's first 16 bytes.
+    if len(event) >= 16:
+        value = Decimal128.from_bid(event[:16])
+        if compiled_module.decimal128_str(value) != str(value):
+            raise AssertionError(f"Decimal128 text differs for {event[:16]!r}")
     # The typed columns' path walk: the same elements found, or both fail.
     try:
         expected = tree.spans(event)
