@@ -381,16 +381,18 @@ class S3Config:
     aws_secret_access_key: str | None = attrs.field(default=None, repr=False)
     aws_session_token: str | None = attrs.field(default=None, repr=False)
 
-    max_batch_events: int = attrs.field(default=10_000, validator=_positive("max_batch_events"))
+    max_batch_events: int = attrs.field(default=10_000, validator=_positive_int("max_batch_events"))
     """A partition's buffer is written once it holds this many events."""
-    max_batch_bytes: int = attrs.field(default=64 * MiB, validator=_positive("max_batch_bytes"))
+    max_batch_bytes: int = attrs.field(default=64 * MiB, validator=_positive_int("max_batch_bytes"))
     """... or this many bytes of encoded rows (before compression)."""
     flush_interval: float = attrs.field(default=60.0, validator=_positive("flush_interval"))
     """... or this many seconds after its first event arrived, whichever comes first."""
-    max_buffer_bytes: int = attrs.field(default=256 * MiB, validator=_positive("max_buffer_bytes"))
+    max_buffer_bytes: int = attrs.field(
+        default=256 * MiB, validator=_positive_int("max_buffer_bytes")
+    )
     """Bound on bytes held across all buffers and uploads; ``write_batch`` waits beyond it."""
     max_concurrent_uploads: int = attrs.field(
-        default=8, validator=_positive("max_concurrent_uploads")
+        default=8, validator=_positive_int("max_concurrent_uploads")
     )
     """Objects uploaded at the same time."""
     retry_base_delay: float = attrs.field(default=0.2, validator=_positive("retry_base_delay"))
@@ -402,7 +404,7 @@ class S3Config:
     writer_id: str | None = attrs.field(default=None, validator=_check_writer_id)
     """Part of every file name, unique per writer. None draws a random one per destination."""
     multipart_threshold: int = attrs.field(
-        default=32 * MiB, validator=_positive("multipart_threshold")
+        default=32 * MiB, validator=_positive_int("multipart_threshold")
     )
     """Objects of at least this many bytes (after compression) are uploaded in parts."""
     multipart_part_size: int = attrs.field(default=8 * MiB, validator=_check_part_size)

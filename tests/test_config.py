@@ -143,6 +143,24 @@ def test_non_positive_numbers_are_rejected(field: str, value: Any) -> None:
         build(**{field: value})
 
 
+@pytest.mark.parametrize(
+    "field",
+    [
+        "max_batch_events",
+        "max_batch_bytes",
+        "max_buffer_bytes",
+        "max_concurrent_uploads",
+        "multipart_threshold",
+    ],
+)
+@pytest.mark.parametrize("value", [2.5, 1e7, "100", True])
+def test_counts_and_sizes_are_whole_numbers(field: str, value: Any) -> None:
+    """A count of events, uploads or bytes takes an int: 2.5 events, or bytes as a float
+    or a string, name the field instead of failing later."""
+    with pytest.raises(ConfigError, match=f"{field}.*integer"):
+        build(**{field: value})
+
+
 @pytest.mark.parametrize("url", ["localhost:9000", "ftp://host", "http://", "s3://bucket"])
 def test_endpoint_must_be_http(url: str) -> None:
     """Only http(s) endpoints are accepted."""
