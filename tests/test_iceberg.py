@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from bson import Decimal128, Int64, Timestamp
 from pyiceberg.catalog import load_catalog
+from pyiceberg.exceptions import CommitStateUnknownException
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -358,12 +359,63 @@ async def test_a_commit_retried_after_a_conflict_keeps_both_tokens(
     for updates in requests:  # the refused request and its retry: snapshot and property
         assert sum(isinstance(update, AddSnapshotUpdate) for update in updates) == 1
         properties = [u.updates for u in updates if isinstance(u, SetPropertiesUpdate)]
-        assert [list(p) for p in properties] == [["rigatoni-s3.resume-token.shop"]]
+        assert [sorted(p) for p in properties] == [
+            ["rigatoni-s3.commit-id.shop", "rigatoni-s3.resume-token.shop"]
+        ]
     table = open_table(s3_endpoint, catalog_uri)
     assert json.loads(table.properties["rigatoni-s3.resume-token.shop"]) == first[-1]["_id"]
     assert json.loads(table.properties["rigatoni-s3.resume-token.crm"]) == second[-1]["_id"]
     consumers = [s.summary and s.summary["rigatoni-s3.consumer"] for s in table.snapshots()]
     assert consumers == ["crm", "shop"]
+    assert ids_in(table) == Counter([*range(30), *range(1000, 1030)])
+
+
+@pytest.mark.parametrize("expired", [False, True])
+async def test_a_commit_whose_answer_was_lost_is_not_made_twice(
+    make_iceberg_config: IcebergConfigs,
+    s3_endpoint: S3Endpoint,
+    catalog_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    expired: bool,
+) -> None:
+    """The catalog applies our commit but the answer never arrives, so the commit is
+    tried again: the retry finds its earlier attempt in the table and commits nothing.
+    ``expired``: meanwhile another consumer commits and every older snapshot is expired,
+    ours included; the commit-id property still tells."""
+    first, second = stream(30), stream(30, start=1000)
+    shop = S3Destination(make_iceberg_config(iceberg={"consumer": "shop", "commit_interval": 3600}))
+    crm = S3Destination(make_iceberg_config(iceberg={"consumer": "crm", "commit_interval": 3600}))
+    async with shop, crm:
+        await shop.write_batch(first)
+        await crm.write_batch(second)
+        loop = asyncio.get_running_loop()
+        assert shop._committer is not None
+        assert shop._committer._table is not None
+        ours = shop._committer._table._table
+        send = ours._do_commit
+        sent: list[int] = []
+
+        def send_then_lose_the_answer(
+            updates: tuple[Any, ...], requirements: tuple[Any, ...]
+        ) -> None:
+            sent.append(1)
+            send(updates, requirements)
+            if len(sent) == 1:
+                if expired:
+                    asyncio.run_coroutine_threadsafe(crm.flush(), loop).result(timeout=30)
+                    expire_all_but_current(open_table(s3_endpoint, catalog_uri))
+                raise CommitStateUnknownException("the connection dropped before the answer")
+
+        monkeypatch.setattr(ours, "_do_commit", send_then_lose_the_answer)
+        await shop.flush()
+        assert shop.durable_resume_token == first[-1]["_id"]
+        assert await shop.committed_resume_token() == first[-1]["_id"]
+        await crm.flush()
+    assert len(sent) == 1  # the retry found the landed attempt: no second request
+    table = open_table(s3_endpoint, catalog_uri)
+    if expired:
+        consumers = [s.summary and s.summary["rigatoni-s3.consumer"] for s in table.snapshots()]
+        assert consumers == ["crm"]
     assert ids_in(table) == Counter([*range(30), *range(1000, 1030)])
 
 

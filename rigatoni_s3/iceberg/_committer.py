@@ -23,9 +23,10 @@ with another writer. Any other failure (a bug, a table changed under us so that 
 objects no longer fit) is not retried. When the attempts are spent, or at once for
 such a failure, :class:`~rigatoni_s3.errors.CommitError` goes to the caller
 (the waiting ``flush()``, or else the next call) and the objects stay staged for the
-next commit. Each attempt has its own id in the summary; before trying again, the
-table is searched for the ids of earlier attempts, so an attempt whose answer was
-lost but which landed is never committed a second time.
+next commit. Each attempt has its own id, in the summary and in the consumer's
+commit-id property; before trying again, the table is searched for the ids of earlier
+attempts, so an attempt whose answer was lost but which landed is never committed a
+second time, even if its snapshot has been expired since.
 
 All pyiceberg calls run in one thread of the committer's own, never on the event
 loop, one at a time.

@@ -78,6 +78,9 @@ COMMIT_ID = "rigatoni-s3.commit-id"
 """Unique per commit attempt: finds an attempt whose answer was lost but which landed."""
 TOKEN_PROPERTY_PREFIX = f"{RESUME_TOKEN}."
 """Table properties ``rigatoni-s3.resume-token.<consumer>``: each consumer's newest token."""
+COMMIT_PROPERTY_PREFIX = f"{COMMIT_ID}."
+"""Table properties ``rigatoni-s3.commit-id.<consumer>``: the id of each consumer's newest
+commit, which tells a landed attempt whose answer was lost after its snapshot expired."""
 _PROPERTY_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 METRICS_COLUMN = TableProperties.METRICS_MODE_COLUMN_CONF_PREFIX
@@ -214,7 +217,11 @@ class IcebergTable:
             table = self._table
             table.refresh()
             earlier = {obj.attempt for obj in objects if obj.attempt is not None}
-            landed = frozenset(_attempts_found(table.metadata, earlier)) if earlier else frozenset()
+            landed = (
+                frozenset(_attempts_found(table.metadata, earlier, self._consumer))
+                if earlier
+                else frozenset()
+            )
             todo = [obj for obj in objects if obj.attempt not in landed]
             if not todo:
                 return CommitOutcome(None, landed, 0)
@@ -222,12 +229,18 @@ class IcebergTable:
             files = [self._data_file(metadata, obj) for obj in todo]
             refreshes = table.refreshes
             tx = table.transaction()
+            # Staged in the same transaction as the snapshot: one commit_table request
+            # carries both, and pyiceberg's retry after a conflict keeps this update while
+            # it rebuilds the snapshot.
+            properties = {}
             token = summary.get(RESUME_TOKEN)
             if token is not None:
-                # Staged in the same transaction as the snapshot: one commit_table request
-                # carries both, and pyiceberg's retry after a conflict keeps this update
-                # while it rebuilds the snapshot.
-                tx.set_properties({token_property(self._consumer): token})
+                properties[token_property(self._consumer)] = token
+            attempt = summary.get(COMMIT_ID)
+            if attempt is not None:
+                properties[commit_property(self._consumer)] = attempt
+            if properties:
+                tx.set_properties(properties)
             merge = metadata.properties.get(TableProperties.MANIFEST_MERGE_ENABLED, "false")
             update = tx.update_snapshot(snapshot_properties=dict(summary))
             with (
@@ -290,9 +303,18 @@ def token_property(consumer: str) -> str:
     key needs no escaping and no two consumers share one; this refuses any other name
     rather than write a key another consumer's could collide with.
     """
+    return TOKEN_PROPERTY_PREFIX + _property_safe(consumer)
+
+
+def commit_property(consumer: str) -> str:
+    """The table property holding the id of ``consumer``'s newest commit."""
+    return COMMIT_PROPERTY_PREFIX + _property_safe(consumer)
+
+
+def _property_safe(consumer: str) -> str:
     if not _PROPERTY_SAFE.match(consumer):
         raise ValueError(f"consumer name {consumer!r} cannot be part of a table property key")
-    return TOKEN_PROPERTY_PREFIX + consumer
+    return consumer
 
 
 def consumer_token(metadata: TableMetadata, consumer: str) -> str | None:
@@ -313,9 +335,15 @@ def consumer_token(metadata: TableMetadata, consumer: str) -> str | None:
     return metadata.properties.get(token_property(consumer))
 
 
-def _attempts_found(metadata: TableMetadata, attempts: Iterable[str]) -> set[str]:
+def _attempts_found(metadata: TableMetadata, attempts: Iterable[str], consumer: str) -> set[str]:
+    """Which of ``attempts`` landed: named in a snapshot's summary, or, for the newest
+    commit of ``consumer`` (the only one whose answer can be unknown to it), in its
+    property, which outlives the snapshot."""
     wanted = set(attempts)
     found = set()
+    newest = metadata.properties.get(commit_property(consumer))
+    if newest in wanted:
+        found.add(newest)
     for snapshot in metadata.snapshots:
         attempt = _summary_value(snapshot, COMMIT_ID)
         if attempt in wanted:
