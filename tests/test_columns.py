@@ -11,10 +11,12 @@ import pytest
 from bson import Code, Decimal128, Int64, ObjectId, Timestamp
 from bson.datetime_ms import DatetimeMS
 from bson.dbref import DBRef
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rigatoni_s3 import Column, KeyGenerationStrategy, S3Config
 from rigatoni_s3.errors import ConfigError, SerializationError
-from rigatoni_s3.formats._typed import MISMATCH, converter_for
+from rigatoni_s3.formats._typed import MISMATCH, _decimal_of, converter_for
 
 
 def build(**overrides: Any) -> S3Config:
@@ -294,3 +296,24 @@ def test_a_json_value_without_a_mapping_names_its_path() -> None:
     convert = converter_for(Column("full_document.v", "json"))
     with pytest.raises(SerializationError, match=r"full_document\.v"):
         convert(object())
+
+
+@given(
+    bid=st.binary(min_size=16, max_size=16),
+    high=st.sampled_from([None, 0x6000, 0x7800, 0x7C00, 0x7E00, 0xE000, 0x3040, 0x3000]),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_decimal128_converts_as_its_decimal_does(bid: bytes, high: int | None) -> None:
+    """Any Decimal128, steered to the special and non-canonical forms too, is read with the
+    sign, digits and exponent of pymongo's to_decimal(), so every type converts it alike."""
+    if high is not None:
+        bid = bid[:15] + bytes([high >> 8 | bid[15] & 0x01])
+    value = Decimal128.from_bid(bid)
+    expected = value.to_decimal()
+    read = _decimal_of(value)
+    assert read is not None
+    assert read.as_tuple() == expected.as_tuple()
+    for kind in ("int64", "float64", "decimal(12,2)", "decimal(38,10)", "string"):
+        convert = converter_for(Column("full_document.x", kind))
+        ours, theirs = convert(value), convert(expected)
+        assert ours == theirs or (ours != ours and theirs != theirs), (kind, ours, theirs)

@@ -24,6 +24,7 @@ column type        typed value
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -72,9 +73,21 @@ def _decimal_of(value: Any) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
     if _bson_name(value) == "Decimal128":
-        number: Decimal = value.to_decimal()
-        return number
+        text = _decimal128_str()(value)
+        if text.endswith("N"):  # a NaN, quiet or signalling: as pymongo builds it
+            number: Decimal = value.to_decimal()
+            return number
+        return Decimal(text)  # the same sign, digits and exponent, built faster
     return None
+
+
+@functools.cache
+def _decimal128_str() -> Callable[[Any], str]:
+    """The compiled core's text of a Decimal128 (``str`` without it): imported on first
+    use, since the core imports the formats."""
+    from rigatoni_s3._bsonjson import decimal128_str
+
+    return decimal128_str
 
 
 def to_string(value: Any) -> Any:
