@@ -324,6 +324,21 @@ async def test_a_table_without_token_properties_is_read_from_its_snapshots(
         assert await destination.committed_resume_token() == events[-1]["_id"]
 
 
+def two_consumers(make_iceberg_config: IcebergConfigs) -> tuple[S3Destination, S3Destination]:
+    """Consumers "shop" and "crm" of one table, committing only when flushed."""
+    return (
+        S3Destination(make_iceberg_config(iceberg={"consumer": "shop", "commit_interval": 3600})),
+        S3Destination(make_iceberg_config(iceberg={"consumer": "crm", "commit_interval": 3600})),
+    )
+
+
+def committing_table(destination: S3Destination) -> Any:
+    """The pyiceberg table a started destination commits through, to watch its requests."""
+    assert destination._committer is not None
+    assert destination._committer._table is not None
+    return destination._committer._table._table
+
+
 async def test_a_commit_retried_after_a_conflict_keeps_both_tokens(
     make_iceberg_config: IcebergConfigs,
     s3_endpoint: S3Endpoint,
@@ -333,15 +348,12 @@ async def test_a_commit_retried_after_a_conflict_keeps_both_tokens(
     """Another consumer commits between our refresh and our request: pyiceberg refreshes
     and sends again, and the retried request still sets our token, beside theirs."""
     first, second = stream(30), stream(30, start=1000)
-    shop = S3Destination(make_iceberg_config(iceberg={"consumer": "shop", "commit_interval": 3600}))
-    crm = S3Destination(make_iceberg_config(iceberg={"consumer": "crm", "commit_interval": 3600}))
+    shop, crm = two_consumers(make_iceberg_config)
     async with shop, crm:
         await shop.write_batch(first)
         await crm.write_batch(second)
         loop = asyncio.get_running_loop()
-        assert shop._committer is not None
-        assert shop._committer._table is not None
-        ours = shop._committer._table._table
+        ours = committing_table(shop)
         send = ours._do_commit
         requests: list[tuple[Any, ...]] = []
 
@@ -383,15 +395,12 @@ async def test_a_commit_whose_answer_was_lost_is_not_made_twice(
     ``expired``: meanwhile another consumer commits and every older snapshot is expired,
     ours included; the commit-id property still tells."""
     first, second = stream(30), stream(30, start=1000)
-    shop = S3Destination(make_iceberg_config(iceberg={"consumer": "shop", "commit_interval": 3600}))
-    crm = S3Destination(make_iceberg_config(iceberg={"consumer": "crm", "commit_interval": 3600}))
+    shop, crm = two_consumers(make_iceberg_config)
     async with shop, crm:
         await shop.write_batch(first)
         await crm.write_batch(second)
         loop = asyncio.get_running_loop()
-        assert shop._committer is not None
-        assert shop._committer._table is not None
-        ours = shop._committer._table._table
+        ours = committing_table(shop)
         send = ours._do_commit
         sent: list[int] = []
 
