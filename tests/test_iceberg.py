@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from bson import Decimal128, Int64, Timestamp
-from pyiceberg.catalog import load_catalog
+from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitStateUnknownException
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -45,9 +45,9 @@ from tests.helpers import BASE_TIME, raw_event
 IcebergConfigs = Callable[..., S3Config]
 
 
-def open_table(endpoint: S3Endpoint, catalog_uri: str) -> Table:
-    """The table as an independent pyiceberg reader loads it."""
-    catalog = load_catalog(
+def open_catalog(endpoint: S3Endpoint, catalog_uri: str) -> Catalog:
+    """The SQL catalog as an independent pyiceberg reader opens it."""
+    return load_catalog(
         "default",
         type="sql",
         uri=catalog_uri,
@@ -58,7 +58,11 @@ def open_table(endpoint: S3Endpoint, catalog_uri: str) -> Table:
             "s3.secret-access-key": endpoint.secret_access_key,
         },
     )
-    return catalog.load_table("cdc.events")
+
+
+def open_table(endpoint: S3Endpoint, catalog_uri: str) -> Table:
+    """The table as an independent pyiceberg reader loads it."""
+    return open_catalog(endpoint, catalog_uri).load_table("cdc.events")
 
 
 def stream(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -432,17 +436,7 @@ def _old_table(
     catalog_uri: str, s3_endpoint: S3Endpoint, bucket: str, schema: Schema, spec: PartitionSpec
 ) -> None:
     """A table made by someone else, before this destination starts."""
-    catalog = load_catalog(
-        "default",
-        type="sql",
-        uri=catalog_uri,
-        **{
-            "s3.endpoint": s3_endpoint.url,
-            "s3.region": s3_endpoint.region,
-            "s3.access-key-id": s3_endpoint.access_key_id,
-            "s3.secret-access-key": s3_endpoint.secret_access_key,
-        },
-    )
+    catalog = open_catalog(s3_endpoint, catalog_uri)
     catalog.create_namespace_if_not_exists("cdc")
     catalog.create_table(
         "cdc.events", schema, location=f"s3://{bucket}/tables/cdc", partition_spec=spec
