@@ -21,11 +21,12 @@
         │   └── RetriesExhaustedError       transient failures outlasted max_retries
         ├── DeadLetteredError               objects were saved to dead_letter_dir instead
         ├── UndeliveredError                close() could not deliver everything
-        └── CatalogError                    the Iceberg catalog failed a request; carries table, attempts
+        └── CatalogError                    the Iceberg catalog failed a request (table, attempts)
             └── CommitError                 objects are in S3 but not yet in the table
 
-Library errors (botocore, aiohttp, pyiceberg and its catalogs' clients) are translated at the boundary and kept as
-``__cause__``. Messages never contain credentials or event payloads.
+Library errors (botocore, aiohttp, pyiceberg and its catalogs' clients) are translated
+at the boundary and kept as ``__cause__``. Messages never contain credentials or event
+payloads.
 
 Every error pickles (to cross processes: multiprocessing, concurrent.futures) as the
 call that made it: the constructor arguments are kept, and unpickling calls the class
