@@ -16,7 +16,7 @@ from typing import Any, cast
 import zstandard
 from hypothesis import strategies as st
 
-from rigatoni_s3 import ChangeEvent, KeyGenerationStrategy, S3Config, SerializationFormat
+from rigatoni_s3 import ChangeEvent, Column, KeyGenerationStrategy, S3Config, SerializationFormat
 from rigatoni_s3._encoder import Encoder
 from rigatoni_s3.compression import IDENTITY
 from rigatoni_s3.events import EventFields, fields_of
@@ -390,3 +390,16 @@ ANY_EVENT = st.builds(
     transaction=st.none() | st.fixed_dictionaries({"txnNumber": st.integers(), "lsid": ANY_VALUE}),
     extra=st.none() | st.dictionaries(st.text(max_size=5), ANY_VALUE, max_size=3),
 )
+
+
+DOCUMENT_COLUMNS = {
+    "status": Column("full_document.status", "string"),
+    "age": Column("full_document.age", "int64"),
+    "score": Column("full_document.score", "float64"),
+    "vip": Column("full_document.vip", "bool"),
+    "seen": Column("full_document.seen", "timestamp"),
+    "born": Column("full_document.born", "date"),
+    "total": Column("full_document.total", "decimal(12,2)"),
+    "tags": Column("full_document.tags", "json"),
+}
+"""Typed columns of every type, over fields of ``full_document``."""

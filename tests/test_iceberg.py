@@ -40,7 +40,7 @@ from rigatoni_s3 import Column, KeyGenerationStrategy, S3Config, S3Destination
 from rigatoni_s3.config import IcebergConfig
 from rigatoni_s3.errors import ConfigError
 from rigatoni_s3.testing import S3Endpoint
-from tests.helpers import BASE_TIME, raw_event
+from tests.helpers import BASE_TIME, DOCUMENT_COLUMNS, raw_event
 
 IcebergConfigs = Callable[..., S3Config]
 
@@ -649,22 +649,12 @@ async def test_prometheus_exposes_the_commit_counters(make_iceberg_config: Icebe
     assert f"rigatoni_s3_commit_retries_total{{{labels}}} 0.0" in text
 
 
-TYPED = {
-    "status": Column("full_document.status", "string"),
-    "age": Column("full_document.age", "int64"),
-    "score": Column("full_document.score", "float64"),
-    "vip": Column("full_document.vip", "bool"),
-    "seen": Column("full_document.seen", "timestamp"),
-    "born": Column("full_document.born", "date"),
-    "total": Column("full_document.total", "decimal(12,2)"),
-    "tags": Column("full_document.tags", "json"),
-}
 SEEN = datetime(2025, 1, 15, 9, 30)
 """Naive UTC, as pymongo decodes BSON dates."""
 
 
 def typed_event(n: int, **document: Any) -> dict[str, Any]:
-    """A change-stream document as pymongo decodes it, with the fields of TYPED (or ``document``)."""
+    """A change-stream document as pymongo decodes it, with the fields of DOCUMENT_COLUMNS (or ``document``)."""
     fields = document or {
         "status": "paid" if n % 2 else "open",
         "age": Int64(20 + n),
@@ -697,15 +687,15 @@ async def test_typed_columns_are_table_columns(
     """Typed columns follow the envelope with their Iceberg types; scans read and filter them."""
     events = [typed_event(n) for n in range(39)]
     events.append(typed_event(39, age="forty", total=Decimal128("0.001")))  # two mismatches
-    config = make_iceberg_config(columns=TYPED, max_batch_events=10)
+    config = make_iceberg_config(columns=DOCUMENT_COLUMNS, max_batch_events=10)
     async with S3Destination(config) as destination:
         await destination.write_batch(events)
         await destination.flush()
         assert destination.stats().type_mismatches == 2
     table = open_table(s3_endpoint, catalog_uri)
     schema = table.schema()
-    assert [field.name for field in schema.fields[13:]] == list(TYPED)
-    assert {name: schema.find_field(name).field_type for name in TYPED} == {
+    assert [field.name for field in schema.fields[13:]] == list(DOCUMENT_COLUMNS)
+    assert {name: schema.find_field(name).field_type for name in DOCUMENT_COLUMNS} == {
         "status": StringType(),
         "age": LongType(),
         "score": DoubleType(),
@@ -715,9 +705,9 @@ async def test_typed_columns_are_table_columns(
         "total": DecimalType(12, 2),
         "tags": StringType(),
     }
-    assert not any(schema.find_field(name).required for name in TYPED)
+    assert not any(schema.find_field(name).required for name in DOCUMENT_COLUMNS)
 
-    rows = typed_rows(table, list(TYPED))
+    rows = typed_rows(table, list(DOCUMENT_COLUMNS))
     assert sorted(rows) == list(range(40))
     assert rows[7] == {
         "status": "paid",
@@ -741,7 +731,7 @@ async def test_typed_columns_are_table_columns(
     seen = table.scan(row_filter=f"seen >= '{(SEEN + timedelta(seconds=38)).isoformat()}+00:00'")
     assert seen.to_arrow().num_rows == 1  # event 38; event 39 has no seen
     data_file = next(iter(table.scan().plan_files())).file
-    ids = {name: schema.find_field(name).field_id for name in TYPED}
+    ids = {name: schema.find_field(name).field_id for name in DOCUMENT_COLUMNS}
     assert ids["age"] in data_file.lower_bounds
     assert ids["tags"] not in data_file.lower_bounds  # json columns have no statistics
 
@@ -750,12 +740,12 @@ async def test_a_new_typed_column_evolves_the_table(
     make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
 ) -> None:
     """A typed column added to the config later becomes an optional column; older rows read null."""
-    first = {"status": TYPED["status"]}
+    first = {"status": DOCUMENT_COLUMNS["status"]}
     async with S3Destination(make_iceberg_config(columns=first)) as destination:
         await destination.write_batch([typed_event(n) for n in range(20)])
     table = open_table(s3_endpoint, catalog_uri)
     assert "age" not in table.schema().column_names
-    both = {"status": TYPED["status"], "age": TYPED["age"]}
+    both = {"status": DOCUMENT_COLUMNS["status"], "age": DOCUMENT_COLUMNS["age"]}
     async with S3Destination(make_iceberg_config(columns=both)) as destination:
         await destination.write_batch([typed_event(n) for n in range(20, 40)])
     table = open_table(s3_endpoint, catalog_uri)
@@ -777,7 +767,9 @@ async def test_a_typed_column_of_another_type_fails_at_start(
     make_iceberg_config: IcebergConfigs, s3_endpoint: S3Endpoint, catalog_uri: str
 ) -> None:
     """Changing a typed column's type against the table is a ConfigError naming both types."""
-    async with S3Destination(make_iceberg_config(columns={"age": TYPED["age"]})) as destination:
+    async with S3Destination(
+        make_iceberg_config(columns={"age": DOCUMENT_COLUMNS["age"]})
+    ) as destination:
         await destination.write_batch([typed_event(1)])
     retyped = {"age": Column("full_document.age", "string")}
     destination = S3Destination(make_iceberg_config(columns=retyped))
@@ -796,7 +788,7 @@ def test_a_column_differing_only_in_case_is_a_conflict() -> None:
     from rigatoni_s3.formats.parquet import ParquetSerializer
     from rigatoni_s3.iceberg._schema import check_table, table_schema
 
-    columns = {"age": TYPED["age"]}
+    columns = {"age": DOCUMENT_COLUMNS["age"]}
     ours = table_schema(ParquetSerializer(columns=columns).schema)
     table = Schema(*EIGHT_COLUMNS, NestedField(9, "Age", LongType()))
     with pytest.raises(

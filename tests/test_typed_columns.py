@@ -41,7 +41,7 @@ from rigatoni_s3._encoder import Encoder, PreparedEvents
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import serializer_for
-from tests.helpers import ALL_FORMATS, Unmappable, list_keys, read_body
+from tests.helpers import ALL_FORMATS, DOCUMENT_COLUMNS, Unmappable, list_keys, read_body
 
 JSON, CSV, PARQUET, AVRO = ALL_FORMATS
 HIVE = KeyGenerationStrategy.HIVE_PARTITIONED
@@ -50,14 +50,7 @@ T0 = datetime(2025, 1, 15, 10, 0, 0)
 """Naive UTC, as pymongo decodes BSON dates."""
 
 COLUMNS = {
-    "status": Column("full_document.status", "string"),
-    "age": Column("full_document.age", "int64"),
-    "score": Column("full_document.score", "float64"),
-    "vip": Column("full_document.vip", "bool"),
-    "seen": Column("full_document.seen", "timestamp"),
-    "born": Column("full_document.born", "date"),
-    "total": Column("full_document.total", "decimal(12,2)"),
-    "tags": Column("full_document.tags", "json"),
+    **DOCUMENT_COLUMNS,
     "city": Column("full_document.address.city", "string"),
     "key": Column("document_key._id", "int64"),
     "changed": Column("update_description.updatedFields.status", "string"),
