@@ -201,11 +201,17 @@ def _converter_for(kind: Any) -> Callable[[Any], Any] | None:
     if not kind.__module__.startswith("bson"):
         return None
     if kind.__name__ == "Decimal128":
-        # Imported here, once per type: the compiled core imports this module.
-        from rigatoni_s3._bsonjson import decimal128_str
-
-        return decimal128_str
+        return decimal128_text()
     return _BSON_CONVERTERS.get(kind.__name__)
+
+
+@functools.cache
+def decimal128_text() -> Callable[[Any], str]:
+    """``str`` of a Decimal128: the compiled core's formatter when it is built. Imported
+    on first use, since the core imports this module."""
+    from rigatoni_s3._bsonjson import decimal128_str
+
+    return decimal128_str
 
 
 def _base64(value: bytes | bytearray | memoryview) -> str:

@@ -24,7 +24,6 @@ column type        typed value
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -35,7 +34,7 @@ import orjson
 
 from rigatoni_s3.columns import Column
 from rigatoni_s3.formats._envelope import EnvelopeRow
-from rigatoni_s3.formats._json import dumps, iso_utc, kept
+from rigatoni_s3.formats._json import decimal128_text, dumps, iso_utc, kept
 
 
 class _Mismatch:
@@ -73,21 +72,12 @@ def _decimal_of(value: Any) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
     if _bson_name(value) == "Decimal128":
-        text = _decimal128_str()(value)
+        text = decimal128_text()(value)
         if text.endswith("N"):  # a NaN, quiet or signalling: as pymongo builds it
             number: Decimal = value.to_decimal()
             return number
         return Decimal(text)  # the same sign, digits and exponent, built faster
     return None
-
-
-@functools.cache
-def _decimal128_str() -> Callable[[Any], str]:
-    """The compiled core's text of a Decimal128 (``str`` without it): imported on first
-    use, since the core imports the formats."""
-    from rigatoni_s3._bsonjson import decimal128_str
-
-    return decimal128_str
 
 
 def to_string(value: Any) -> Any:
