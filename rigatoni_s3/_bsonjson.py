@@ -10,12 +10,21 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope
+from rigatoni_s3._bsonjson_py import MAX_DEPTH, LinesBatch, RawEnvelope
 
 if TYPE_CHECKING:
     from rigatoni_s3._bsonjson_c import PathFinder as _PathFinder
 
-__all__ = ["MAX_DEPTH", "NATIVE", "PathFinder", "RawEnvelope", "convert_batch", "decimal128_str"]
+__all__ = [
+    "MAX_DEPTH",
+    "NATIVE",
+    "LinesBatch",
+    "PathFinder",
+    "RawEnvelope",
+    "convert_batch",
+    "decimal128_str",
+    "lines_batch",
+]
 
 NATIVE = False
 """True when the compiled core reads raw BSON; False for the pure-Python fallback."""
@@ -25,10 +34,10 @@ decimal128_str: Callable[[Any], str] = str
 """``str`` of a Decimal128, compiled when the extension is built (pymongo's is Python)."""
 if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
     try:
-        from rigatoni_s3._bsonjson_c import PathFinder, convert_batch, decimal128_str
+        from rigatoni_s3._bsonjson_c import PathFinder, convert_batch, decimal128_str, lines_batch
 
         NATIVE = True
     except ImportError:  # not built: a pure install, or no compiler at build time
         pass
 if not NATIVE:
-    from rigatoni_s3._bsonjson_py import convert_batch
+    from rigatoni_s3._bsonjson_py import convert_batch, lines_batch

@@ -1,6 +1,7 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from rigatoni_s3._bsonjson_py import Document, RawEnvelope
+from rigatoni_s3._bsonjson_py import Document, LinesBatch, RawEnvelope
 
 def convert_batch(
     documents: Sequence[Document], lines: bool = False
@@ -14,3 +15,10 @@ class PathFinder:
     ) -> list[list[tuple[int, int, int] | None] | None]: ...
 
 def decimal128_str(value: object) -> str: ...
+def lines_batch(
+    documents: Sequence[Document],
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    breaker: Callable[[], None] | None = None,
+) -> LinesBatch: ...

@@ -18,7 +18,7 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 import orjson
 
@@ -326,80 +326,238 @@ def _walk_only(documents):
     _convert(documents, False, False)
 
 
-cdef object _convert(documents, bint build, bint lines):
-    cdef list docs = list(documents)
-    cdef Py_ssize_t n = len(docs)
-    cdef Py_ssize_t i
-    cdef int k
-    cdef size_t f
+cdef class _Walk:
+    """One batch walked: each event checked and its documents written as JSON into C
+    buffers without the GIL, then the text of all the batch's finite doubles spelled by
+    one orjson call. The buffers are freed when the object goes."""
+
+    cdef list docs
+    cdef Py_ssize_t n
+    cdef _Pinned held
+    cdef bj_event *events
     cdef bj_walker walker
-    cdef bj_event *ev
-    cdef _Pinned held = _Pinned(docs)
-    cdef const uint8_t **ptrs = held.ptrs
-    cdef size_t *sizes = held.sizes
-    cdef bj_event *events = <bj_event *>calloc(n + 1, sizeof(bj_event))
-    cdef Py_ssize_t next_text = 0
-    cdef size_t *cuts = NULL
+    cdef bytes text
     cdef const char *text_ptr
-    cdef Py_ssize_t at, count
-    memset(&walker, 0, sizeof(walker))
-    results: list = list(held.reasons)
-    try:
-        if not events:
+    cdef size_t *cuts
+    cdef Py_ssize_t next_text  # the next double of ``text`` to splice in, in walk order
+
+    def __cinit__(self, list docs, bint lines):
+        cdef Py_ssize_t i
+        cdef const uint8_t **ptrs
+        cdef size_t *sizes
+        memset(&self.walker, 0, sizeof(self.walker))
+        self.docs = docs
+        self.n = len(docs)
+        self.held = _Pinned(docs)
+        self.events = <bj_event *>calloc(self.n + 1, sizeof(bj_event))
+        if not self.events:
             raise MemoryError
+        ptrs = self.held.ptrs
+        sizes = self.held.sizes
         with nogil:
-            for i in range(n):
+            for i in range(self.n):
                 if ptrs[i] != NULL:
-                    walker.ev = &events[i]
-                    if bj_walk_event(&walker, ptrs[i], sizes[i]) == BJ_OK and lines:
-                        bj_jsonl_head(&walker)
-        if not build:
-            return None
+                    self.walker.ev = &self.events[i]
+                    if bj_walk_event(&self.walker, ptrs[i], sizes[i]) == BJ_OK and lines:
+                        bj_jsonl_head(&self.walker)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.events:
+            for i in range(self.n):
+                bj_event_free(&self.events[i])
+        free(self.events)
+        free(self.cuts)
+        bj_walker_free(&self.walker)
+
+    cdef int spell_doubles(self) except -1:
+        """One orjson call spells every finite double of the batch: "[a,b,...]". The
+        commas (and the brackets) cut it; no number's text holds one."""
+        cdef Py_ssize_t i, at, count
+        cdef int k
+        cdef size_t f
+        cdef bj_event *ev
         finite = []
-        for i in range(n):
-            ev = &events[i]
-            if ptrs[i] == NULL or ev.status != BJ_OK:
+        for i in range(self.n):
+            ev = &self.events[i]
+            if self.held.ptrs[i] == NULL or ev.status != BJ_OK:
                 continue
             for k in range(BJ_NFIELDS):
                 if ev.field_start[k] >= 0:
                     for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
                         if ev.floats[f].mode == BJ_FLOAT_ORJSON:
                             finite.append(ev.floats[f].value)
-        # One orjson call spells every finite double of the batch: "[a,b,...]". The
-        # commas (and the brackets) cut it; no number's text holds one.
-        text = orjson.dumps(finite) if finite else b"[]"
-        text_ptr = PyBytes_AS_STRING(text)
-        cuts = <size_t *>malloc((len(finite) + 1) * sizeof(size_t))
-        if cuts == NULL:
+        self.text = orjson.dumps(finite) if finite else b"[]"
+        self.text_ptr = PyBytes_AS_STRING(self.text)
+        self.cuts = <size_t *>malloc((len(finite) + 1) * sizeof(size_t))
+        if self.cuts == NULL:
             raise MemoryError
         count = 0
-        for at in range(PyBytes_GET_SIZE(text)):
-            if text_ptr[at] == b',' or text_ptr[at] == b'[' or text_ptr[at] == b']':
-                cuts[count] = at
+        for at in range(PyBytes_GET_SIZE(self.text)):
+            if self.text_ptr[at] == b',' or self.text_ptr[at] == b'[' or self.text_ptr[at] == b']':
+                self.cuts[count] = at
                 count += 1
                 if count > len(finite):
                     break
-        for i in range(n):
-            if ptrs[i] == NULL:
-                continue
-            ev = &events[i]
-            if ev.status == BJ_NOMEM:
-                raise MemoryError
-            if ev.status == BJ_REJECT:
-                results[i] = ev.reason.decode("utf-8", "replace")
-                continue
-            if ev.status == BJ_FALLBACK:
-                results[i] = _bsonjson_py.convert_one(docs[i], lines=lines)
-                continue
-            results[i] = _envelope(ev, ptrs[i], text_ptr, cuts, &next_text)
-        return results
-    finally:
-        if events:
-            for i in range(n):
-                bj_event_free(&events[i])
-        free(cuts)
-        bj_walker_free(&walker)
-        free(events)
+        return 0
+
+    cdef object outcome(self, Py_ssize_t i, bint lines):
+        """None for a walked event whose JSON is ready; otherwise what stands for it: a
+        reason string (rejected), or the reference module's result (its JSON would hang
+        on Python dict semantics, or its envelope has an odd shape)."""
+        cdef bj_event *ev = &self.events[i]
+        if self.held.ptrs[i] == NULL:
+            return self.held.reasons[i]
+        if ev.status == BJ_NOMEM:
+            raise MemoryError
+        if ev.status == BJ_REJECT:
+            return ev.reason.decode("utf-8", "replace")
+        if ev.status == BJ_FALLBACK:
+            return _bsonjson_py.convert_one(self.docs[i], lines=lines)
+        return None
+
+
+cdef object _convert(documents, bint build, bint lines):
+    cdef _Walk walk = _Walk(list(documents), lines)
+    cdef Py_ssize_t i
+    if not build:
+        return None
+    walk.spell_doubles()
+    results: list = [None] * walk.n
+    for i in range(walk.n):
+        outcome = walk.outcome(i, lines)
+        if outcome is not None:
+            results[i] = outcome
+        else:
+            results[i] = _envelope(
+                &walk.events[i], walk.held.ptrs[i], walk.text_ptr, walk.cuts, &walk.next_text
+            )
+    return results
+
+
+cdef enum:
+    _CACHED_KEYS = 8  # partitions a batch of lines_batch looks up without Python
+    _BREAK_EVERY = 64  # events between two calls of lines_batch's breaker
+
+
+def lines_batch(documents, step, now_seconds, new_key, breaker=None):
+    """Rows and partitions of a batch: the compiled twin of
+    ``_bsonjson_py.lines_batch``, building the rows and a key per partition only."""
+    cdef _Walk walk = _Walk(list(documents), True)
+    cdef Py_ssize_t i, c
+    cdef int64_t seconds, period, ms, now = now_seconds
+    cdef int64_t every = 0 if step is None else step
+    cdef bj_event *ev
+    cdef const uint8_t *b
+    # The keys of the partitions seen last, by collection bytes and period.
+    cdef const uint8_t *cached_at[_CACHED_KEYS]
+    cdef int64_t cached_len[_CACHED_KEYS]
+    cdef int64_t cached_period[_CACHED_KEYS]
+    cdef Py_ssize_t ncached = 0, replace = 0, last = -1
+    cdef int64_t last_start = 0, last_end = 0
+    cached = [None] * _CACHED_KEYS
+    positions = []
+    partitions = []
+    rows = []
+    rejected = []
+    walk.spell_doubles()
+    for i in range(walk.n):
+        if breaker is not None and i % _BREAK_EVERY == _BREAK_EVERY - 1:
+            breaker()
+        outcome = walk.outcome(i, True)
+        if isinstance(outcome, str):
+            rejected.append((i, outcome))
+            continue
+        if outcome is not None:  # the reference module's envelope
+            ms_or_none = outcome.cluster_time_ms
+            seconds_object = now_seconds if ms_or_none is None else ms_or_none // 1000
+            positions.append(i)
+            partitions.append(
+                new_key(
+                    (outcome.collection, None if step is None else seconds_object - seconds_object % step)
+                )
+            )
+            rows.append(outcome.line)
+            if outcome.resume_token_span is not None:
+                last = i
+                last_start, last_end = outcome.resume_token_span
+            continue
+        ev = &walk.events[i]
+        b = walk.held.ptrs[i]
+        if ev.has_cluster_time:
+            ms = ev.cluster_ms
+            seconds = ms / 1000
+            if ms % 1000 != 0 and ms < 0:  # floored, as Python's // is
+                seconds -= 1
+        else:
+            seconds = now
+        period = 0
+        if every:
+            period = seconds % every
+            if period < 0:
+                period += every
+            period = seconds - period
+        for c in range(ncached):
+            if (
+                cached_len[c] == ev.coll_len
+                and cached_period[c] == period
+                and (ev.coll_off < 0) == (cached_at[c] == NULL)
+                and (ev.coll_off < 0 or memcmp(cached_at[c], b + ev.coll_off, <size_t>ev.coll_len) == 0)
+            ):
+                key = cached[c]
+                break
+        else:
+            key = new_key((_text(b, ev.coll_off, ev.coll_len), period if every else None))
+            c = ncached if ncached < _CACHED_KEYS else replace
+            if ncached < _CACHED_KEYS:
+                ncached += 1
+            else:
+                replace = (replace + 1) % _CACHED_KEYS
+            cached[c] = key
+            cached_at[c] = NULL if ev.coll_off < 0 else b + ev.coll_off
+            cached_len[c] = ev.coll_len
+            cached_period[c] = period
+        positions.append(i)
+        partitions.append(key)
+        rows.append(_line_only(ev, walk.text_ptr, walk.cuts, &walk.next_text))
+        if ev.span_start >= 0:
+            last = i
+            last_start, last_end = ev.span_start, ev.span_end
+    last_span = None if last < 0 else (last, (last_start, last_end))
+    return _bsonjson_py.LinesBatch(positions, partitions, rows, rejected, last_span)
+
+
+cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text):
+    """The event's JSON Lines row, with no other object made for it unless one of its
+    documents holds a double (then :func:`_field` splices the doubles in)."""
+    cdef int k
+    for k in range(BJ_NFIELDS):
+        if ev.field_start[k] >= 0 and ev.field_floats[k][0] != ev.field_floats[k][1]:
+            return _line(ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)])
+    cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
+    for k in range(BJ_NFIELDS):
+        size += PyBytes_GET_SIZE(_LABELS[k])
+        size += ev.field_end[k] - ev.field_start[k] if ev.field_start[k] >= 0 else 4
+    result = PyBytes_FromStringAndSize(NULL, size)
+    cdef char *o = PyBytes_AS_STRING(result)
+    cdef bytes label
+    memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
+    o += ev.head_end - ev.head_start
+    for k in range(BJ_NFIELDS):
+        if k == 5:
+            memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
+            o += ev.mid_end - ev.mid_start
+        label = _LABELS[k]
+        memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
+        o += PyBytes_GET_SIZE(label)
+        if ev.field_start[k] >= 0:
+            memcpy(o, ev.out + ev.field_start[k], ev.field_end[k] - ev.field_start[k])
+            o += ev.field_end[k] - ev.field_start[k]
+        else:
+            memcpy(o, b"null", 4)
+            o += 4
+    o[0] = b'}'
+    return result
 
 
 cdef extern from "_bsonpath_find.h" nogil:

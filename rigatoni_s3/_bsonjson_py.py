@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
@@ -106,6 +106,55 @@ def convert_batch(documents: Sequence[Document], lines: bool = False) -> list[Ra
     """Each document as a :class:`RawEnvelope`, or a reason it cannot be one; with
     ``lines``, each envelope also holds its JSON Lines row."""
     return [convert_one(document, lines) for document in documents]
+
+
+class LinesBatch(NamedTuple):
+    """A batch of raw events as JSON Lines rows with their partitions: all that the
+    encoder needs of them, so that nothing else is built per event."""
+
+    positions: list[int]
+    """Where in the batch each accepted event is."""
+    partitions: list[Any]
+    """Each accepted event's partition key, as ``new_key((collection, period))`` built it."""
+    rows: list[bytes]
+    """Each accepted event's row, without the line break."""
+    rejected: list[tuple[int, str]]
+    """The position of each rejected event, and why."""
+    last_span: tuple[int, tuple[int, int]] | None
+    """The position and resume token span of the last accepted event that has one."""
+
+
+def lines_batch(
+    documents: Sequence[Document],
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    breaker: Callable[[], None] | None = None,
+) -> LinesBatch:
+    """Rows and partitions of a batch: an event goes to the bucket of ``step`` seconds
+    (floored; None: one bucket) holding its ``clusterTime``, or ``now_seconds`` without
+    one. ``breaker`` is called now and then to let other threads hold the GIL."""
+    batch = LinesBatch([], [], [], [], None)
+    last_span = None
+    for position, envelope in enumerate(convert_batch(documents, lines=True)):
+        if breaker is not None and position % _BREAK_EVERY == _BREAK_EVERY - 1:
+            breaker()
+        if isinstance(envelope, str):
+            batch.rejected.append((position, envelope))
+            continue
+        ms = envelope.cluster_time_ms
+        seconds = now_seconds if ms is None else ms // 1000
+        period = None if step is None else seconds - seconds % step
+        batch.positions.append(position)
+        batch.partitions.append(new_key((envelope.collection, period)))
+        batch.rows.append(cast(bytes, envelope.line))
+        if envelope.resume_token_span is not None:
+            last_span = (position, envelope.resume_token_span)
+    return batch._replace(last_span=last_span)
+
+
+_BREAK_EVERY = 64
+"""Events between two calls of a batch's GIL breaker."""
 
 
 def convert_one(document: Document, lines: bool = False) -> RawEnvelope | str:

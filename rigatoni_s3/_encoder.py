@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import attrs
 
-from rigatoni_s3._bsonjson import convert_batch
-from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3._bsonjson import convert_batch, lines_batch
+from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3._projection import Projection
 from rigatoni_s3.compression import IDENTITY, Codec
 from rigatoni_s3.config import KeyGenerationStrategy
@@ -24,7 +24,7 @@ from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, UtcSeconds, fields_of
 from rigatoni_s3.formats import Serializer
 from rigatoni_s3.formats._envelope import EnvelopeRow, new_envelope_row
-from rigatoni_s3.keys import PartitionKey, partition_at, partition_of
+from rigatoni_s3.keys import PartitionKey, granularity, new_partition_key, partition_of
 
 
 @attrs.frozen
@@ -190,72 +190,105 @@ class Encoder:
 
         JSON Lines rows come whole from the reader; the other formats get envelopes.
         """
+        if self.serializer.rows_are_lines:
+            part = self._lines_raw(documents, indices, now, rejected)
+        else:
+            part = self._envelopes_raw(documents, indices, now, rejected)
+        if self.projection is not None:
+            values, part.mismatches = self.projection.values_of_raw(
+                [documents[position] for position in part.positions]
+            )
+            part.rows, part.sizes = self.serializer.with_columns(part.rows, part.sizes, values)
+        return part
+
+    def _lines_raw(
+        self,
+        documents: Sequence[RawBson],
+        indices: Sequence[int],
+        now: datetime,
+        rejected: list[EventError],
+    ) -> _Encoded:
+        """JSON Lines rows of raw events: the reader writes them whole, partitions too."""
+        batch = lines_batch(
+            documents,
+            granularity(self.strategy),
+            math.floor(now.timestamp()),
+            new_partition_key,
+            GilBreaker(),
+        )
+        for position, reason in batch.rejected:
+            rejected.append(InvalidEventError(reason, index=indices[position]))
+        last_token = None
+        if batch.last_span is not None:
+            position, span = batch.last_span
+            last_token = (indices[position], raw_document(documents[position], span))
+        return _Encoded(
+            [indices[position] for position in batch.positions],
+            batch.partitions,
+            batch.rows,
+            [len(row) + 1 for row in batch.rows],
+            last_token,
+            positions=batch.positions,
+        )
+
+    def _envelopes_raw(
+        self,
+        documents: Sequence[RawBson],
+        indices: Sequence[int],
+        now: datetime,
+        rejected: list[EventError],
+    ) -> _Encoded:
+        """Envelope rows of raw events, for the formats that are not JSON Lines."""
         strategy, utc_seconds = self.strategy, self.utc_seconds
-        lines = self.serializer.rows_are_lines
-        now_seconds = math.floor(now.timestamp())
         envelopes: list[EnvelopeRow] = []
-        rows: list[Any] = []
         kept: list[int] = []
-        accepted: list[RawBson] = []
+        positions: list[int] = []
         partitions: list[PartitionKey] = []
-        last_span: tuple[int, RawBson, tuple[int, int]] | None = None
-        converted = convert_batch(documents, lines)  # without the GIL, mostly
-        for index, document, envelope in with_gil_breaks(
-            zip(indices, documents, converted, strict=True)
+        last_span: tuple[int, int, tuple[int, int]] | None = None
+        converted = convert_batch(documents)  # without the GIL, mostly
+        for position, (index, envelope) in enumerate(
+            with_gil_breaks(zip(indices, converted, strict=True))
         ):
             if isinstance(envelope, str):
                 rejected.append(InvalidEventError(envelope, index=index))
                 continue
-            ms = envelope.cluster_time_ms
-            if lines:  # the row is written already: only the second of the event matters
-                seconds = now_seconds if ms is None else ms // 1000
-                partitions.append(partition_at(strategy, envelope.collection, seconds))
-                rows.append(envelope.line)
-            else:
-                try:
-                    when = _instant(ms, utc_seconds)
-                    wall_time = _instant(envelope.wall_time_ms, utc_seconds)
-                except (OverflowError, ValueError, OSError):
-                    reason = "'clusterTime' or 'wallTime' is out of range"
-                    rejected.append(InvalidEventError(reason, index=index))
-                    continue
-                envelopes.append(
-                    new_envelope_row(
-                        (
-                            envelope.operation,
-                            envelope.database,
-                            envelope.collection,
-                            when,
-                            envelope.document_key,
-                            envelope.full_document,
-                            envelope.update_description,
-                            envelope.resume_token,
-                            envelope.full_document_before_change,
-                            wall_time,
-                            envelope.cluster_time_increment,
-                            envelope.transaction,
-                            envelope.extra,
-                        )
+            try:
+                when = _instant(envelope.cluster_time_ms, utc_seconds)
+                wall_time = _instant(envelope.wall_time_ms, utc_seconds)
+            except (OverflowError, ValueError, OSError):
+                reason = "'clusterTime' or 'wallTime' is out of range"
+                rejected.append(InvalidEventError(reason, index=index))
+                continue
+            envelopes.append(
+                new_envelope_row(
+                    (
+                        envelope.operation,
+                        envelope.database,
+                        envelope.collection,
+                        when,
+                        envelope.document_key,
+                        envelope.full_document,
+                        envelope.update_description,
+                        envelope.resume_token,
+                        envelope.full_document_before_change,
+                        wall_time,
+                        envelope.cluster_time_increment,
+                        envelope.transaction,
+                        envelope.extra,
                     )
                 )
-                partitions.append(partition_of(strategy, envelope.collection, when, now))
+            )
+            partitions.append(partition_of(strategy, envelope.collection, when, now))
             kept.append(index)
-            accepted.append(document)
+            positions.append(position)
             if envelope.resume_token_span is not None:
-                last_span = (index, document, envelope.resume_token_span)
-        if lines:
-            sizes = [len(row) + 1 for row in rows]
-        else:
-            rows, sizes = self.serializer.encode_envelopes(envelopes)
+                last_span = (index, position, envelope.resume_token_span)
+        rows, sizes = self.serializer.encode_envelopes(envelopes)
         last_token = None
         if last_span is not None:
-            index, document, span = last_span
-            last_token = (index, raw_document(document, span))
-        mismatches = 0
-        if self.projection is not None:
-            values, mismatches = self.projection.values_of_raw(accepted)
-            rows, sizes = self.serializer.with_columns(rows, sizes, values)
-        return _Encoded(kept, partitions, rows, sizes, last_token, mismatches)
+            index, position, span = last_span
+            last_token = (index, raw_document(documents[position], span))
+        return _Encoded(kept, partitions, rows, sizes, last_token, positions=positions)
 
     def _encode_one_by_one(
         self,
@@ -338,6 +371,8 @@ class _Encoded:
     """Position and resume token of the last event that has one."""
     mismatches: int = 0
     """Typed values written as null for not fitting their column."""
+    positions: list[int] = attrs.field(factory=list)
+    """Of raw events: where each row's event is in the documents read."""
 
 
 def _instant(ms: int | None, utc_seconds: UtcSeconds) -> datetime | None:

@@ -87,11 +87,11 @@ def partition_at(
     for callers that hold those rather than a datetime (raw BSON events)."""
     step = granularity(strategy)
     if step is None:
-        return _new_key((collection, None))
-    return _new_key((collection, seconds - seconds % step))
+        return new_partition_key((collection, None))
+    return new_partition_key((collection, seconds - seconds % step))
 
 
-_new_key = partial(tuple.__new__, PartitionKey)
+new_partition_key = partial(tuple.__new__, PartitionKey)
 """Builds a :class:`PartitionKey` without the Python-level ``__new__`` (one per event)."""
 
 

@@ -32,6 +32,7 @@ from rigatoni_s3._bsonjson_py import RawEnvelope
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
 from rigatoni_s3.formats._json import dumps
+from rigatoni_s3.keys import PartitionKey, new_partition_key
 
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=False, datetime_conversion=DatetimeConversion.DATETIME_AUTO
@@ -413,6 +414,87 @@ def test_a_batch_equals_its_events_one_by_one(
 ) -> None:
     raws = [bson.encode(change) for change in changes]
     assert impl.convert_batch(raws) == [convert(impl, raw) for raw in raws]
+
+
+# ---- JSON Lines rows with their partitions ---------------------------------------------
+
+
+def expected_lines(
+    impl: ModuleType, raws: list[Any], step: int | None, now_seconds: int
+) -> tuple[list[int], list[PartitionKey], list[bytes], list[tuple[int, str]], Any]:
+    """What ``lines_batch`` must give: ``impl``'s envelopes, placed by the key rules.
+    (How the reasons for rejecting malformed bytes are worded differs between modes.)"""
+    positions, partitions, rows, rejected, last = [], [], [], [], None
+    for position, envelope in enumerate(impl.convert_batch(raws, lines=True)):
+        if isinstance(envelope, str):
+            rejected.append((position, envelope))
+            continue
+        ms = envelope.cluster_time_ms
+        seconds = now_seconds if ms is None else ms // 1000
+        positions.append(position)
+        partitions.append(
+            PartitionKey(envelope.collection, None if step is None else seconds // step * step)
+        )
+        assert envelope.line is not None
+        rows.append(envelope.line)
+        if envelope.resume_token_span is not None:
+            last = (position, envelope.resume_token_span)
+    return positions, partitions, rows, rejected, last
+
+
+def assert_lines_batch(impl: ModuleType, raws: list[Any], step: int | None, now: int) -> None:
+    calls: list[None] = []
+    batch = impl.lines_batch(raws, step, now, new_partition_key, lambda: calls.append(None))
+    assert tuple(batch) == expected_lines(impl, raws, step, now)
+    assert all(type(key) is PartitionKey for key in batch.partitions)
+    assert len(calls) == len(raws) // 64
+
+
+@given(
+    changes=st.lists(st.one_of(change_events(), st.binary(max_size=40)), min_size=1, max_size=8),
+    step=st.sampled_from([None, 3600, 86400]),
+    now=st.integers(-(2**40), 2**40),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+def test_lines_batch_of_any_events(
+    impl: ModuleType, changes: list[Any], step: int | None, now: int
+) -> None:
+    raws = [change if isinstance(change, bytes) else bson.encode(change) for change in changes]
+    assert_lines_batch(impl, raws, step, now)
+
+
+def test_lines_batch_partitions_many_collections_and_times(impl: ModuleType) -> None:
+    """More partitions than the compiled core keeps at hand, times before 1970 and on
+    bucket edges, events without a clusterTime or a collection, and every input kind."""
+    raws: list[Any] = []
+    for n in range(300):
+        fields: dict[str, Any] = {"ns": {"db": "shop", "coll": f"c{n * 7 % 11}"}}
+        kind = n % 6
+        if kind == 0:
+            fields["clusterTime"] = DatetimeMS(-3_600_000 * (n % 5) - n % 7)
+        elif kind == 1:
+            fields["clusterTime"] = Timestamp(3600 * (n % 4) + n % 2 - 1 if n % 4 else 0, n)
+        elif kind == 2:
+            timeless = event()
+            del timeless["clusterTime"]
+            raws.append(bson.encode(timeless))
+            continue
+        elif kind == 3:
+            fields["ns"] = {"db": "shop"}
+        elif kind == 4:
+            fields["fullDocument"] = {"f": n / 7, "nan": math.nan}
+        raw = bson.encode(event(**fields))
+        raws.append([raw, bytearray(raw), memoryview(raw), RawBSONDocument(raw)][n % 4])
+    raws[17] = b"not bson"
+    raws[18] = document(  # repeated keys: the reference module reads this one
+        element(0x02, b"operationType", string(b"insert")),
+        element(0x03, b"_id", document(element(0x10, b"a", b"\x01\x00\x00\x00"))),
+        element(0x03, b"ns", document(element(0x02, b"coll", string(b"c1")))),
+        element(0x02, b"operationType", string(b"delete")),
+    )
+    for step in (None, 3600, 86400):
+        assert_lines_batch(impl, raws, step, 1_736_935_200)
+        assert_lines_batch(impl, raws, step, -1)
 
 
 # ---- malformed input ---------------------------------------------------------------
