@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rigatoni_s3._bsonjson_py import MAX_DEPTH, LinesBatch, RawEnvelope
+from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope, RowsBatch
 
 if TYPE_CHECKING:
     from rigatoni_s3._bsonjson_c import PathFinder as _PathFinder
@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_DEPTH",
     "NATIVE",
-    "LinesBatch",
     "PathFinder",
     "RawEnvelope",
+    "RowsBatch",
     "convert_batch",
     "decimal128_str",
+    "envelopes_batch",
     "lines_batch",
 ]
 
@@ -34,10 +35,16 @@ decimal128_str: Callable[[Any], str] = str
 """``str`` of a Decimal128, compiled when the extension is built (pymongo's is Python)."""
 if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
     try:
-        from rigatoni_s3._bsonjson_c import PathFinder, convert_batch, decimal128_str, lines_batch
+        from rigatoni_s3._bsonjson_c import (
+            PathFinder,
+            convert_batch,
+            decimal128_str,
+            envelopes_batch,
+            lines_batch,
+        )
 
         NATIVE = True
     except ImportError:  # not built: a pure install, or no compiler at build time
         pass
 if not NATIVE:
-    from rigatoni_s3._bsonjson_py import convert_batch, lines_batch
+    from rigatoni_s3._bsonjson_py import convert_batch, envelopes_batch, lines_batch

@@ -1,7 +1,7 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rigatoni_s3._bsonjson_py import Document, LinesBatch, RawEnvelope
+from rigatoni_s3._bsonjson_py import Document, RawEnvelope, RowsBatch
 
 def convert_batch(
     documents: Sequence[Document], lines: bool = False
@@ -21,4 +21,12 @@ def lines_batch(
     now_seconds: int,
     new_key: Callable[[tuple[str | None, int | None]], Any],
     breaker: Callable[[], None] | None = None,
-) -> LinesBatch: ...
+) -> RowsBatch: ...
+def envelopes_batch(
+    documents: Sequence[Document],
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    row_type: type[tuple[Any, ...]],
+    breaker: Callable[[], None] | None = None,
+) -> RowsBatch: ...

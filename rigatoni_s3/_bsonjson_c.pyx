@@ -11,6 +11,7 @@ envelope shape goes through that module instead.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.datetime cimport datetime_new, import_datetime
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -19,6 +20,8 @@ from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
+
+import datetime as _datetime
 
 import orjson
 
@@ -97,6 +100,8 @@ cdef bytes _NAN = b'{"$numberDouble":"NaN"}'
 cdef bytes _INF = b'{"$numberDouble":"Infinity"}'
 cdef bytes _NEG_INF = b'{"$numberDouble":"-Infinity"}'
 cdef object _float_repr = float.__repr__
+import_datetime()
+cdef object _UTC = _datetime.timezone.utc
 cdef PyTypeObject *_ENVELOPE = <PyTypeObject *>RawEnvelope
 assert bj_generic_alloc(_ENVELOPE)  # what _envelope relies on
 
@@ -441,21 +446,114 @@ cdef enum:
 
 
 def lines_batch(documents, step, now_seconds, new_key, breaker=None):
-    """Rows and partitions of a batch: the compiled twin of
+    """JSON Lines rows and partitions of a batch: the compiled twin of
     ``_bsonjson_py.lines_batch``, building the rows and a key per partition only."""
-    cdef _Walk walk = _Walk(list(documents), True)
-    cdef Py_ssize_t i, c
-    cdef int64_t seconds, period, ms, now = now_seconds
-    cdef int64_t every = 0 if step is None else step
+    return _rows_batch(documents, step, now_seconds, new_key, None, breaker)
+
+
+def envelopes_batch(documents, step, now_seconds, new_key, row_type, breaker=None):
+    """Envelope rows and partitions of a batch: the compiled twin of
+    ``_bsonjson_py.envelopes_batch``."""
+    if not bj_generic_alloc(<PyTypeObject *>row_type) or not issubclass(row_type, tuple):
+        raise TypeError("row_type must be a plain tuple subclass, such as a NamedTuple")
+    return _rows_batch(documents, step, now_seconds, new_key, row_type, breaker)
+
+
+cdef object _utc(int64_t ms):
+    """Milliseconds since the epoch as an aware UTC datetime. The walk rejects events
+    whose times lie beyond year 1 to 9999; past them, ``datetime_new`` would raise."""
+    cdef int64_t seconds = ms / 1000
+    cdef int64_t millis = ms % 1000
+    if millis < 0:  # floored, as Python's divmod is
+        seconds -= 1
+        millis += 1000
+    cdef int64_t days = seconds / 86400
+    cdef int64_t rest = seconds % 86400
+    if rest < 0:
+        days -= 1
+        rest += 86400
+    # The civil date of a day count (days since 1970-01-01), in eras of 400 years.
+    cdef int64_t z = days + 719468
+    cdef int64_t era = (z if z >= 0 else z - 146096) / 146097
+    cdef int64_t doe = z - era * 146097
+    cdef int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+    cdef int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    cdef int64_t mp = (5 * doy + 2) / 153
+    cdef int day = <int>(doy - (153 * mp + 2) / 5 + 1)
+    cdef int month = <int>(mp + 3 if mp < 10 else mp - 9)
+    cdef int year = <int>(yoe + era * 400 + (1 if month <= 2 else 0))
+    return datetime_new(
+        year, month, day, <int>(rest / 3600), <int>(rest / 60 % 60), <int>(rest % 60),
+        <int>(millis * 1000), _UTC
+    )
+
+
+cdef class _Keys:
+    """The partition keys a batch's events go to, the last few kept at hand by
+    collection bytes and period, so that most events find theirs without Python."""
+
+    cdef object new_key
+    cdef int64_t step  # seconds per bucket; 0: one bucket
+    cdef const uint8_t *at[_CACHED_KEYS]  # NULL: no collection
+    cdef int64_t length[_CACHED_KEYS]
+    cdef int64_t period[_CACHED_KEYS]
+    cdef list keys
+    cdef Py_ssize_t count
+    cdef Py_ssize_t replace
+
+    def __cinit__(self, new_key, step):
+        self.new_key = new_key
+        self.step = 0 if step is None else step
+        if self.step < 0:
+            raise ValueError("step must be positive")
+        self.keys = [None] * _CACHED_KEYS
+
+    cdef object key(self, const uint8_t *b, bj_event *ev, int64_t now):
+        cdef int64_t seconds, period = 0
+        cdef Py_ssize_t c
+        cdef const uint8_t *name = NULL if ev.coll_off < 0 else b + ev.coll_off
+        if ev.has_cluster_time:
+            seconds = ev.cluster_ms / 1000
+            if ev.cluster_ms % 1000 < 0:  # floored, as Python's // is
+                seconds -= 1
+        else:
+            seconds = now
+        if self.step:
+            period = seconds % self.step
+            if period < 0:
+                period += self.step
+            period = seconds - period
+        for c in range(self.count):
+            if (
+                self.length[c] == ev.coll_len
+                and self.period[c] == period
+                and (name == NULL) == (self.at[c] == NULL)
+                and (name == NULL or memcmp(self.at[c], name, <size_t>ev.coll_len) == 0)
+            ):
+                return self.keys[c]
+        key = self.new_key((_text(b, ev.coll_off, ev.coll_len), period if self.step else None))
+        if self.count < _CACHED_KEYS:
+            c = self.count
+            self.count += 1
+        else:
+            c = self.replace
+            self.replace = (self.replace + 1) % _CACHED_KEYS
+        self.keys[c] = key
+        self.at[c] = name
+        self.length[c] = ev.coll_len
+        self.period[c] = period
+        return key
+
+
+cdef object _rows_batch(documents, step, now_seconds, new_key, row_type, breaker):
+    cdef bint lines = row_type is None
+    cdef _Walk walk = _Walk(list(documents), lines)
+    cdef _Keys keys = _Keys(new_key, step)
+    cdef Py_ssize_t i, last = -1
+    cdef int64_t now = now_seconds
+    cdef int64_t last_start = 0, last_end = 0
     cdef bj_event *ev
     cdef const uint8_t *b
-    # The keys of the partitions seen last, by collection bytes and period.
-    cdef const uint8_t *cached_at[_CACHED_KEYS]
-    cdef int64_t cached_len[_CACHED_KEYS]
-    cdef int64_t cached_period[_CACHED_KEYS]
-    cdef Py_ssize_t ncached = 0, replace = 0, last = -1
-    cdef int64_t last_start = 0, last_end = 0
-    cached = [None] * _CACHED_KEYS
     positions = []
     partitions = []
     rows = []
@@ -464,67 +562,60 @@ def lines_batch(documents, step, now_seconds, new_key, breaker=None):
     for i in range(walk.n):
         if breaker is not None and i % _BREAK_EVERY == _BREAK_EVERY - 1:
             breaker()
-        outcome = walk.outcome(i, True)
+        outcome = walk.outcome(i, lines)
         if isinstance(outcome, str):
             rejected.append((i, outcome))
             continue
         if outcome is not None:  # the reference module's envelope
-            ms_or_none = outcome.cluster_time_ms
-            seconds_object = now_seconds if ms_or_none is None else ms_or_none // 1000
+            placed = _bsonjson_py.place(outcome, step, now_seconds, new_key, row_type)
+            if isinstance(placed, str):
+                rejected.append((i, placed))
+                continue
             positions.append(i)
-            partitions.append(
-                new_key(
-                    (outcome.collection, None if step is None else seconds_object - seconds_object % step)
-                )
-            )
-            rows.append(outcome.line)
+            partitions.append(placed[0])
+            rows.append(placed[1])
             if outcome.resume_token_span is not None:
                 last = i
                 last_start, last_end = outcome.resume_token_span
             continue
         ev = &walk.events[i]
         b = walk.held.ptrs[i]
-        if ev.has_cluster_time:
-            ms = ev.cluster_ms
-            seconds = ms / 1000
-            if ms % 1000 != 0 and ms < 0:  # floored, as Python's // is
-                seconds -= 1
-        else:
-            seconds = now
-        period = 0
-        if every:
-            period = seconds % every
-            if period < 0:
-                period += every
-            period = seconds - period
-        for c in range(ncached):
-            if (
-                cached_len[c] == ev.coll_len
-                and cached_period[c] == period
-                and (ev.coll_off < 0) == (cached_at[c] == NULL)
-                and (ev.coll_off < 0 or memcmp(cached_at[c], b + ev.coll_off, <size_t>ev.coll_len) == 0)
-            ):
-                key = cached[c]
-                break
-        else:
-            key = new_key((_text(b, ev.coll_off, ev.coll_len), period if every else None))
-            c = ncached if ncached < _CACHED_KEYS else replace
-            if ncached < _CACHED_KEYS:
-                ncached += 1
-            else:
-                replace = (replace + 1) % _CACHED_KEYS
-            cached[c] = key
-            cached_at[c] = NULL if ev.coll_off < 0 else b + ev.coll_off
-            cached_len[c] = ev.coll_len
-            cached_period[c] = period
+        if lines:
+            row = _line_only(ev, walk.text_ptr, walk.cuts, &walk.next_text)
+            key = keys.key(b, ev, now)
+        else:  # the walk rejected times no datetime holds
+            key = keys.key(b, ev, now)
+            row = _envelope_row(ev, b, walk.text_ptr, walk.cuts, &walk.next_text, row_type, key)
         positions.append(i)
         partitions.append(key)
-        rows.append(_line_only(ev, walk.text_ptr, walk.cuts, &walk.next_text))
+        rows.append(row)
         if ev.span_start >= 0:
             last = i
             last_start, last_end = ev.span_start, ev.span_end
     last_span = None if last < 0 else (last, (last_start, last_end))
-    return _bsonjson_py.LinesBatch(positions, partitions, rows, rejected, last_span)
+    return _bsonjson_py.RowsBatch(positions, partitions, rows, rejected, last_span)
+
+
+cdef object _envelope_row(
+    bj_event *ev, const uint8_t *b, const char *text, size_t *cuts, Py_ssize_t *next_text,
+    object row_type, object key
+):
+    """An envelope row of ``row_type``, built as :func:`_envelope` builds a RawEnvelope;
+    the collection's text is the partition key's."""
+    cdef int k
+    row = <object>PyType_GenericAlloc(<PyTypeObject *>row_type, 13)
+    Py_DECREF(row)  # the cast took a second reference to the new object
+    _put(row, 0, _text(b, ev.op_off, ev.op_len))
+    _put(row, 1, _text(b, ev.db_off, ev.db_len))
+    _put(row, 2, key[0])
+    _put(row, 3, _utc(ev.cluster_ms) if ev.has_cluster_time else None)
+    for k in range(5):  # document_key .. full_document_before_change, in slot order
+        _put(row, 4 + k, _field(ev, k, text, cuts, next_text))
+    _put(row, 9, _utc(ev.wall_ms) if ev.has_wall_time else None)
+    _put(row, 10, ev.cluster_inc if ev.has_cluster_inc else None)
+    _put(row, 11, _field(ev, 5, text, cuts, next_text))  # transaction
+    _put(row, 12, _field(ev, 6, text, cuts, next_text))  # extra
+    return row
 
 
 cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text):

@@ -108,16 +108,17 @@ def convert_batch(documents: Sequence[Document], lines: bool = False) -> list[Ra
     return [convert_one(document, lines) for document in documents]
 
 
-class LinesBatch(NamedTuple):
-    """A batch of raw events as JSON Lines rows with their partitions: all that the
-    encoder needs of them, so that nothing else is built per event."""
+class RowsBatch(NamedTuple):
+    """A batch of raw events as rows with their partitions: all that the encoder needs
+    of them, so that nothing else is built per event."""
 
     positions: list[int]
     """Where in the batch each accepted event is."""
     partitions: list[Any]
     """Each accepted event's partition key, as ``new_key((collection, period))`` built it."""
-    rows: list[bytes]
-    """Each accepted event's row, without the line break."""
+    rows: list[Any]
+    """Each accepted event's row: its JSON Lines text (without the line break), or its
+    envelope row for the other formats."""
     rejected: list[tuple[int, str]]
     """The position of each rejected event, and why."""
     last_span: tuple[int, tuple[int, int]] | None
@@ -130,27 +131,87 @@ def lines_batch(
     now_seconds: int,
     new_key: Callable[[tuple[str | None, int | None]], Any],
     breaker: Callable[[], None] | None = None,
-) -> LinesBatch:
-    """Rows and partitions of a batch: an event goes to the bucket of ``step`` seconds
-    (floored; None: one bucket) holding its ``clusterTime``, or ``now_seconds`` without
-    one. ``breaker`` is called now and then to let other threads hold the GIL."""
-    batch = LinesBatch([], [], [], [], None)
+) -> RowsBatch:
+    """JSON Lines rows and partitions of a batch: an event goes to the bucket of ``step``
+    seconds (floored; None: one bucket) holding its ``clusterTime``, or ``now_seconds``
+    without one. ``breaker`` is called now and then to let other threads hold the GIL."""
+    return _rows_batch(documents, step, now_seconds, new_key, None, breaker)
+
+
+def envelopes_batch(
+    documents: Sequence[Document],
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    row_type: type[tuple[Any, ...]],
+    breaker: Callable[[], None] | None = None,
+) -> RowsBatch:
+    """:func:`lines_batch` with envelope rows instead: tuples of ``row_type`` holding
+    the envelope's columns, times as aware UTC datetimes."""
+    return _rows_batch(documents, step, now_seconds, new_key, row_type, breaker)
+
+
+def _rows_batch(
+    documents: Sequence[Document],
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    row_type: type[tuple[Any, ...]] | None,
+    breaker: Callable[[], None] | None,
+) -> RowsBatch:
+    batch = RowsBatch([], [], [], [], None)
     last_span = None
-    for position, envelope in enumerate(convert_batch(documents, lines=True)):
+    for position, envelope in enumerate(convert_batch(documents, lines=row_type is None)):
         if breaker is not None and position % _BREAK_EVERY == _BREAK_EVERY - 1:
             breaker()
-        if isinstance(envelope, str):
-            batch.rejected.append((position, envelope))
+        placed = place(envelope, step, now_seconds, new_key, row_type)
+        if isinstance(placed, str):
+            batch.rejected.append((position, placed))
             continue
-        ms = envelope.cluster_time_ms
-        seconds = now_seconds if ms is None else ms // 1000
-        period = None if step is None else seconds - seconds % step
         batch.positions.append(position)
-        batch.partitions.append(new_key((envelope.collection, period)))
-        batch.rows.append(cast(bytes, envelope.line))
-        if envelope.resume_token_span is not None:
-            last_span = (position, envelope.resume_token_span)
+        batch.partitions.append(placed[0])
+        batch.rows.append(placed[1])
+        span = cast(RawEnvelope, envelope).resume_token_span
+        if span is not None:
+            last_span = (position, span)
     return batch._replace(last_span=last_span)
+
+
+def place(
+    envelope: RawEnvelope | str,
+    step: int | None,
+    now_seconds: int,
+    new_key: Callable[[tuple[str | None, int | None]], Any],
+    row_type: type[tuple[Any, ...]] | None,
+) -> tuple[Any, Any] | str:
+    """One event's partition key and row (its line without ``row_type``), or why it is
+    rejected."""
+    if isinstance(envelope, str):
+        return envelope
+    row: Any = envelope.line
+    if row_type is not None:  # convert_one rejected times no datetime holds
+        row = tuple.__new__(
+            row_type,
+            (
+                envelope.operation,
+                envelope.database,
+                envelope.collection,
+                _instant(envelope.cluster_time_ms),
+                envelope.document_key,
+                envelope.full_document,
+                envelope.update_description,
+                envelope.resume_token,
+                envelope.full_document_before_change,
+                _instant(envelope.wall_time_ms),
+                envelope.cluster_time_increment,
+                envelope.transaction,
+                envelope.extra,
+            ),
+        )
+    ms = envelope.cluster_time_ms
+    seconds = now_seconds if ms is None else ms // 1000
+    period = None if step is None else seconds - seconds % step
+    return new_key((envelope.collection, period)), row
 
 
 _BREAK_EVERY = 64

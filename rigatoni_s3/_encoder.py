@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import accumulate
 from typing import Any, cast
 
 import attrs
 
-from rigatoni_s3._bsonjson import convert_batch, lines_batch
+from rigatoni_s3._bsonjson import RowsBatch, envelopes_batch, lines_batch
 from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3._projection import Projection
 from rigatoni_s3.compression import IDENTITY, Codec
@@ -23,7 +23,7 @@ from rigatoni_s3.config import KeyGenerationStrategy
 from rigatoni_s3.errors import EventError, InvalidEventError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, UtcSeconds, fields_of
 from rigatoni_s3.formats import Serializer
-from rigatoni_s3.formats._envelope import EnvelopeRow, new_envelope_row
+from rigatoni_s3.formats._envelope import EnvelopeRow
 from rigatoni_s3.keys import PartitionKey, granularity, new_partition_key, partition_of
 
 
@@ -216,19 +216,8 @@ class Encoder:
             new_partition_key,
             GilBreaker(),
         )
-        for position, reason in batch.rejected:
-            rejected.append(InvalidEventError(reason, index=indices[position]))
-        last_token = None
-        if batch.last_span is not None:
-            position, span = batch.last_span
-            last_token = (indices[position], raw_document(documents[position], span))
-        return _Encoded(
-            [indices[position] for position in batch.positions],
-            batch.partitions,
-            batch.rows,
-            [len(row) + 1 for row in batch.rows],
-            last_token,
-            positions=batch.positions,
+        return self._placed(
+            batch, documents, indices, rejected, [len(row) + 1 for row in batch.rows]
         )
 
     def _envelopes_raw(
@@ -239,56 +228,40 @@ class Encoder:
         rejected: list[EventError],
     ) -> _Encoded:
         """Envelope rows of raw events, for the formats that are not JSON Lines."""
-        strategy, utc_seconds = self.strategy, self.utc_seconds
-        envelopes: list[EnvelopeRow] = []
-        kept: list[int] = []
-        positions: list[int] = []
-        partitions: list[PartitionKey] = []
-        last_span: tuple[int, int, tuple[int, int]] | None = None
-        converted = convert_batch(documents)  # without the GIL, mostly
-        for position, (index, envelope) in enumerate(
-            with_gil_breaks(zip(indices, converted, strict=True))
-        ):
-            if isinstance(envelope, str):
-                rejected.append(InvalidEventError(envelope, index=index))
-                continue
-            try:
-                when = _instant(envelope.cluster_time_ms, utc_seconds)
-                wall_time = _instant(envelope.wall_time_ms, utc_seconds)
-            except (OverflowError, ValueError, OSError):
-                reason = "'clusterTime' or 'wallTime' is out of range"
-                rejected.append(InvalidEventError(reason, index=index))
-                continue
-            envelopes.append(
-                new_envelope_row(
-                    (
-                        envelope.operation,
-                        envelope.database,
-                        envelope.collection,
-                        when,
-                        envelope.document_key,
-                        envelope.full_document,
-                        envelope.update_description,
-                        envelope.resume_token,
-                        envelope.full_document_before_change,
-                        wall_time,
-                        envelope.cluster_time_increment,
-                        envelope.transaction,
-                        envelope.extra,
-                    )
-                )
-            )
-            partitions.append(partition_of(strategy, envelope.collection, when, now))
-            kept.append(index)
-            positions.append(position)
-            if envelope.resume_token_span is not None:
-                last_span = (index, position, envelope.resume_token_span)
-        rows, sizes = self.serializer.encode_envelopes(envelopes)
+        batch = envelopes_batch(
+            documents,
+            granularity(self.strategy),
+            math.floor(now.timestamp()),
+            new_partition_key,
+            EnvelopeRow,
+            GilBreaker(),
+        )
+        rows, sizes = self.serializer.encode_envelopes(batch.rows)
+        return self._placed(batch._replace(rows=rows), documents, indices, rejected, sizes)
+
+    @staticmethod
+    def _placed(
+        batch: RowsBatch,
+        documents: Sequence[RawBson],
+        indices: Sequence[int],
+        rejected: list[EventError],
+        sizes: list[int],
+    ) -> _Encoded:
+        """The rows of a batch of raw events, at ``indices`` of the call."""
+        for position, reason in batch.rejected:
+            rejected.append(InvalidEventError(reason, index=indices[position]))
         last_token = None
-        if last_span is not None:
-            index, position, span = last_span
-            last_token = (index, raw_document(documents[position], span))
-        return _Encoded(kept, partitions, rows, sizes, last_token, positions=positions)
+        if batch.last_span is not None:
+            position, span = batch.last_span
+            last_token = (indices[position], raw_document(documents[position], span))
+        return _Encoded(
+            [indices[position] for position in batch.positions],
+            batch.partitions,
+            batch.rows,
+            sizes,
+            last_token,
+            positions=batch.positions,
+        )
 
     def _encode_one_by_one(
         self,
@@ -373,15 +346,6 @@ class _Encoded:
     """Typed values written as null for not fitting their column."""
     positions: list[int] = attrs.field(factory=list)
     """Of raw events: where each row's event is in the documents read."""
-
-
-def _instant(ms: int | None, utc_seconds: UtcSeconds) -> datetime | None:
-    """Milliseconds since the epoch as an aware UTC datetime, sharing whole seconds."""
-    if ms is None:
-        return None
-    seconds, millis = divmod(ms, 1000)
-    when = utc_seconds(seconds)
-    return when + timedelta(milliseconds=millis) if millis else when
 
 
 def _merged(first: _Encoded, second: _Encoded) -> _Encoded:

@@ -13,7 +13,8 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -31,6 +32,7 @@ from rigatoni_s3 import _bsonjson_py
 from rigatoni_s3._bsonjson_py import RawEnvelope
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
+from rigatoni_s3.formats._envelope import EnvelopeRow
 from rigatoni_s3.formats._json import dumps
 from rigatoni_s3.keys import PartitionKey, new_partition_key
 
@@ -41,6 +43,7 @@ RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
     document_class=RawBSONDocument, datetime_conversion=DatetimeConversion.DATETIME_AUTO
 )
 EPOCH = datetime(1970, 1, 1)
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 NO_EXTENSIONS = os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") not in ("", "0")
@@ -416,38 +419,70 @@ def test_a_batch_equals_its_events_one_by_one(
     assert impl.convert_batch(raws) == [convert(impl, raw) for raw in raws]
 
 
-# ---- JSON Lines rows with their partitions ---------------------------------------------
+# ---- rows with their partitions ----------------------------------------------------
 
 
-def expected_lines(
-    impl: ModuleType, raws: list[Any], step: int | None, now_seconds: int
-) -> tuple[list[int], list[PartitionKey], list[bytes], list[tuple[int, str]], Any]:
-    """What ``lines_batch`` must give: ``impl``'s envelopes, placed by the key rules.
-    (How the reasons for rejecting malformed bytes are worded differs between modes.)"""
+def expected_rows(
+    impl: ModuleType, raws: list[Any], step: int | None, now_seconds: int, envelopes: bool
+) -> tuple[list[int], list[PartitionKey], list[Any], list[tuple[int, str]], Any]:
+    """What ``lines_batch`` (or ``envelopes_batch``) must give: ``impl``'s envelopes,
+    placed by the key rules. (How the reasons for rejecting malformed bytes are worded
+    differs between modes.)"""
     positions, partitions, rows, rejected, last = [], [], [], [], None
-    for position, envelope in enumerate(impl.convert_batch(raws, lines=True)):
+    for position, envelope in enumerate(impl.convert_batch(raws, lines=not envelopes)):
         if isinstance(envelope, str):
             rejected.append((position, envelope))
             continue
+        row: Any = envelope.line
+        if envelopes:
+            when, wall = (
+                None if ms is None else EPOCH_UTC + timedelta(milliseconds=ms)
+                for ms in (envelope.cluster_time_ms, envelope.wall_time_ms)
+            )
+            row = EnvelopeRow(
+                envelope.operation,
+                envelope.database,
+                envelope.collection,
+                when,
+                envelope.document_key,
+                envelope.full_document,
+                envelope.update_description,
+                envelope.resume_token,
+                envelope.full_document_before_change,
+                wall,
+                envelope.cluster_time_increment,
+                envelope.transaction,
+                envelope.extra,
+            )
         ms = envelope.cluster_time_ms
         seconds = now_seconds if ms is None else ms // 1000
         positions.append(position)
         partitions.append(
             PartitionKey(envelope.collection, None if step is None else seconds // step * step)
         )
-        assert envelope.line is not None
-        rows.append(envelope.line)
+        assert row is not None
+        rows.append(row)
         if envelope.resume_token_span is not None:
             last = (position, envelope.resume_token_span)
     return positions, partitions, rows, rejected, last
 
 
-def assert_lines_batch(impl: ModuleType, raws: list[Any], step: int | None, now: int) -> None:
-    calls: list[None] = []
-    batch = impl.lines_batch(raws, step, now, new_partition_key, lambda: calls.append(None))
-    assert tuple(batch) == expected_lines(impl, raws, step, now)
-    assert all(type(key) is PartitionKey for key in batch.partitions)
-    assert len(calls) == len(raws) // 64
+def assert_rows_batch(impl: ModuleType, raws: list[Any], step: int | None, now: int) -> None:
+    for envelopes in (False, True):
+        calls: list[None] = []
+        breaker = partial(calls.append, None)
+        if envelopes:
+            batch = impl.envelopes_batch(raws, step, now, new_partition_key, EnvelopeRow, breaker)
+        else:
+            batch = impl.lines_batch(raws, step, now, new_partition_key, breaker)
+        assert tuple(batch) == expected_rows(impl, raws, step, now, envelopes)
+        assert all(type(key) is PartitionKey for key in batch.partitions)
+        assert len(calls) == len(raws) // 64
+        for row in batch.rows if envelopes else ():
+            assert type(row) is EnvelopeRow
+            assert all(
+                when is None or when.tzinfo is UTC for when in (row.cluster_time, row.wall_time)
+            )
 
 
 @given(
@@ -456,20 +491,26 @@ def assert_lines_batch(impl: ModuleType, raws: list[Any], step: int | None, now:
     now=st.integers(-(2**40), 2**40),
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-def test_lines_batch_of_any_events(
+def test_rows_batch_of_any_events(
     impl: ModuleType, changes: list[Any], step: int | None, now: int
 ) -> None:
     raws = [change if isinstance(change, bytes) else bson.encode(change) for change in changes]
-    assert_lines_batch(impl, raws, step, now)
+    assert_rows_batch(impl, raws, step, now)
 
 
-def test_lines_batch_partitions_many_collections_and_times(impl: ModuleType) -> None:
-    """More partitions than the compiled core keeps at hand, times before 1970 and on
-    bucket edges, events without a clusterTime or a collection, and every input kind."""
+# The first and last milliseconds a datetime holds, and one beyond each.
+EDGE_TIMES = [-62135596800001, -62135596800000, 253402300799999, 253402300800000]
+
+
+def test_rows_batch_partitions_many_collections_and_times(impl: ModuleType) -> None:
+    """More partitions than the compiled core keeps at hand, times before 1970, on
+    bucket edges and at the ends of a datetime's range (and beyond, rejected), events
+    without a clusterTime or a collection, doubles around rejected events, and every
+    input kind."""
     raws: list[Any] = []
     for n in range(300):
         fields: dict[str, Any] = {"ns": {"db": "shop", "coll": f"c{n * 7 % 11}"}}
-        kind = n % 6
+        kind = n % 7
         if kind == 0:
             fields["clusterTime"] = DatetimeMS(-3_600_000 * (n % 5) - n % 7)
         elif kind == 1:
@@ -483,6 +524,9 @@ def test_lines_batch_partitions_many_collections_and_times(impl: ModuleType) -> 
             fields["ns"] = {"db": "shop"}
         elif kind == 4:
             fields["fullDocument"] = {"f": n / 7, "nan": math.nan}
+        elif kind == 5:
+            fields["fullDocument"] = {"f": n / 3, "g": [1.5, n / 9]}
+            fields["clusterTime" if n % 2 else "wallTime"] = DatetimeMS(EDGE_TIMES[n % 4])
         raw = bson.encode(event(**fields))
         raws.append([raw, bytearray(raw), memoryview(raw), RawBSONDocument(raw)][n % 4])
     raws[17] = b"not bson"
@@ -493,8 +537,15 @@ def test_lines_batch_partitions_many_collections_and_times(impl: ModuleType) -> 
         element(0x02, b"operationType", string(b"delete")),
     )
     for step in (None, 3600, 86400):
-        assert_lines_batch(impl, raws, step, 1_736_935_200)
-        assert_lines_batch(impl, raws, step, -1)
+        assert_rows_batch(impl, raws, step, 1_736_935_200)
+        assert_rows_batch(impl, raws, step, -1)
+
+
+@given(ms=st.one_of(st.integers(-62135596800000, 253402300799999), st.sampled_from(EDGE_TIMES)))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+def test_envelope_times_of_any_instant(impl: ModuleType, ms: int) -> None:
+    raw = bson.encode(event(clusterTime=DatetimeMS(ms), wallTime=DatetimeMS(-ms)))
+    assert_rows_batch(impl, [raw], 3600, 0)
 
 
 # ---- malformed input ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Differential fuzzing of the compiled BSON-to-JSON core against the pure-Python module.
 
 A finding is an input on which the two disagree (one accepts, one rejects, or the JSON
-differs; or the JSON Lines rows or their partitions differ, or the typed columns' path
+differs; or the rows (JSON Lines or envelopes) or their partitions differ, or the typed columns' path
 walk finds other elements, or a Decimal128's text differs from ``str()``), a crash, or a
 sanitizer report. atheris is not a project dependency::
 
@@ -28,7 +28,8 @@ side hands it arbitrary bytes) from ending the run; see the file for the one kno
 The first input byte steers the harness: bit 0 rewrites the length prefix to the input's
 length (so mutations get past the first check), bit 1 converts the event twice in one
 batch (the doubles of both are formatted by one orjson call), bit 2 asks for the JSON
-Lines rows too, and for them bits 3-4 pick the partitions' period (none, hour, day).
+Lines rows too (and their rows and partitions, not envelope rows), bits 3-4 pick the
+partitions' period (none, hour, day).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from bson.decimal128 import Decimal128
 
 from rigatoni_s3 import _bsonjson_py as python_module
 from rigatoni_s3._bsonpath import MalformedBsonError, PathTree
+from rigatoni_s3.formats._envelope import EnvelopeRow
 from rigatoni_s3.keys import new_partition_key
 
 
@@ -97,15 +99,20 @@ def test_one_input(data: bytes) -> None:
             raise AssertionError(f"accept/reject differs: {ours!r} vs {reference!r} for {event!r}")
         if not isinstance(ours, str) and ours != reference:
             raise AssertionError(f"output differs: {ours!r} vs {reference!r} for {event!r}")
-    # JSON Lines rows with their partitions: the same rows, keys and rejections.
+    # Rows with their partitions (JSON Lines or envelopes): the same rows, keys and
+    # rejections. Reasons for malformed bytes are worded differently; positions must agree.
+    step = (None, 3600, 86400, None)[flags >> 3 & 3]
+    args = (batch, step, 1_736_935_200, new_partition_key)
     if lines:
-        step = (None, 3600, 86400)[flags >> 3 & 3 if flags >> 3 & 3 < 3 else 0]
-        ours_lines = compiled_module.lines_batch(batch, step, 1_736_935_200, new_partition_key)
-        reference_lines = python_module.lines_batch(batch, step, 1_736_935_200, new_partition_key)
-        if [position for position, _ in ours_lines.rejected] != [
-            position for position, _ in reference_lines.rejected
-        ] or ours_lines[:3] + ours_lines[4:] != reference_lines[:3] + reference_lines[4:]:
-            raise AssertionError(f"lines differ: {ours_lines!r} vs {reference_lines!r}")
+        ours_rows = compiled_module.lines_batch(*args)
+        reference_rows = python_module.lines_batch(*args)
+    else:
+        ours_rows = compiled_module.envelopes_batch(*args, EnvelopeRow)
+        reference_rows = python_module.envelopes_batch(*args, EnvelopeRow)
+    if [position for position, _ in ours_rows.rejected] != [
+        position for position, _ in reference_rows.rejected
+    ] or ours_rows[:3] + ours_rows[4:] != reference_rows[:3] + reference_rows[4:]:
+        raise AssertionError(f"rows differ: {ours_rows!r} vs {reference_rows!r}")
     # str() of a Decimal128 made of the input's first 16 bytes.
     if len(event) >= 16:
         value = Decimal128.from_bid(event[:16])
