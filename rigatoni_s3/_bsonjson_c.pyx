@@ -454,7 +454,11 @@ def lines_batch(documents, step, now_seconds, new_key, breaker=None):
 def envelopes_batch(documents, step, now_seconds, new_key, row_type, breaker=None):
     """Envelope rows and partitions of a batch: the compiled twin of
     ``_bsonjson_py.envelopes_batch``."""
-    if not bj_generic_alloc(<PyTypeObject *>row_type) or not issubclass(row_type, tuple):
+    if (
+        not isinstance(row_type, type)
+        or not issubclass(row_type, tuple)
+        or not bj_generic_alloc(<PyTypeObject *>row_type)
+    ):
         raise TypeError("row_type must be a plain tuple subclass, such as a NamedTuple")
     return _rows_batch(documents, step, now_seconds, new_key, row_type, breaker)
 
@@ -504,8 +508,8 @@ cdef class _Keys:
     def __cinit__(self, new_key, step):
         self.new_key = new_key
         self.step = 0 if step is None else step
-        if self.step < 0:
-            raise ValueError("step must be positive")
+        if step is not None and self.step <= 0:
+            raise ValueError("step must be a positive number of seconds, or None")
         self.keys = [None] * _CACHED_KEYS
 
     cdef object key(self, const uint8_t *b, bj_event *ev, int64_t now):

@@ -148,6 +148,8 @@ def envelopes_batch(
 ) -> RowsBatch:
     """:func:`lines_batch` with envelope rows instead: tuples of ``row_type`` holding
     the envelope's columns, times as aware UTC datetimes."""
+    if not (isinstance(row_type, type) and issubclass(row_type, tuple)):
+        raise TypeError("row_type must be a plain tuple subclass, such as a NamedTuple")
     return _rows_batch(documents, step, now_seconds, new_key, row_type, breaker)
 
 
@@ -159,6 +161,8 @@ def _rows_batch(
     row_type: type[tuple[Any, ...]] | None,
     breaker: Callable[[], None] | None,
 ) -> RowsBatch:
+    if step is not None and step <= 0:
+        raise ValueError("step must be a positive number of seconds, or None")
     batch = RowsBatch([], [], [], [], None)
     last_span = None
     for position, envelope in enumerate(convert_batch(documents, lines=row_type is None)):

@@ -541,6 +541,20 @@ def test_rows_batch_partitions_many_collections_and_times(impl: ModuleType) -> N
         assert_rows_batch(impl, raws, step, -1)
 
 
+@pytest.mark.parametrize("step", [0, -3600])
+def test_rows_batch_takes_positive_steps_only(impl: ModuleType, step: int) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        impl.lines_batch([VALID], step, 0, new_partition_key)
+    with pytest.raises(ValueError, match="positive"):
+        impl.envelopes_batch([VALID], step, 0, new_partition_key, EnvelopeRow)
+
+
+@pytest.mark.parametrize("row_type", [None, dict, list])
+def test_envelope_rows_are_tuples(impl: ModuleType, row_type: Any) -> None:
+    with pytest.raises(TypeError):
+        impl.envelopes_batch([VALID], 3600, 0, new_partition_key, row_type)
+
+
 @given(ms=st.one_of(st.integers(-62135596800000, 253402300799999), st.sampled_from(EDGE_TIMES)))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 def test_envelope_times_of_any_instant(impl: ModuleType, ms: int) -> None:
