@@ -441,8 +441,8 @@ cdef object _convert(documents, bint build, bint lines):
 
 
 cdef enum:
-    _CACHED_KEYS = 8  # partitions a batch of lines_batch looks up without Python
-    _BREAK_EVERY = 64  # events between two calls of lines_batch's breaker
+    _CACHED_KEYS = 8  # partition keys a batch of rows keeps at hand
+    _BREAK_EVERY = 64  # events between two calls of a batch's GIL breaker
 
 
 def lines_batch(documents, step, now_seconds, new_key, breaker=None):
@@ -587,7 +587,7 @@ cdef object _rows_batch(documents, step, now_seconds, new_key, row_type, breaker
         if lines:
             row = _line_only(ev, walk.text_ptr, walk.cuts, &walk.next_text)
             key = keys.key(b, ev, now)
-        else:  # the walk rejected times no datetime holds
+        else:  # its times fit a datetime: the walk rejects those that do not
             key = keys.key(b, ev, now)
             row = _envelope_row(ev, b, walk.text_ptr, walk.cuts, &walk.next_text, row_type, key)
         positions.append(i)
@@ -605,7 +605,7 @@ cdef object _envelope_row(
     object row_type, object key
 ):
     """An envelope row of ``row_type``, built as :func:`_envelope` builds a RawEnvelope;
-    the collection's text is the partition key's."""
+    the collection's text is the partition key's (``key[0]``, a PartitionKey's)."""
     cdef int k
     row = <object>PyType_GenericAlloc(<PyTypeObject *>row_type, 13)
     Py_DECREF(row)  # the cast took a second reference to the new object
