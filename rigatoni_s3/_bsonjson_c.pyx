@@ -148,29 +148,47 @@ cdef bytes _NULL = b"null"
 
 cdef object _line(bj_event *ev, list fields):
     """The event's JSON Lines row: the head the walk wrote, the documents, the middle
-    the walk wrote, then the transaction and the extra fields."""
+    the walk wrote, then the transaction and the extra fields. The documents are
+    ``fields`` (each one's bytes, or None), or without it the walk's own text."""
     cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
-    cdef Py_ssize_t k
-    cdef bytes part
+    cdef int k
+    cdef const char *at
     for k in range(BJ_NFIELDS):
-        part = fields[k] if fields[k] is not None else _NULL
-        size += PyBytes_GET_SIZE(_LABELS[k]) + PyBytes_GET_SIZE(part)
+        size += PyBytes_GET_SIZE(_LABELS[k]) + _piece(ev, fields, k, &at)
     result = PyBytes_FromStringAndSize(NULL, size)
     cdef char *o = PyBytes_AS_STRING(result)
+    cdef bytes label
+    cdef Py_ssize_t length
     memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
     o += ev.head_end - ev.head_start
     for k in range(BJ_NFIELDS):
         if k == 5:
             memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
             o += ev.mid_end - ev.mid_start
-        part = _LABELS[k]
-        memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
-        o += PyBytes_GET_SIZE(part)
-        part = fields[k] if fields[k] is not None else _NULL
-        memcpy(o, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
-        o += PyBytes_GET_SIZE(part)
+        label = _LABELS[k]
+        memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
+        o += PyBytes_GET_SIZE(label)
+        length = _piece(ev, fields, k, &at)
+        memcpy(o, at, length)
+        o += length
     o[0] = b'}'
     return result
+
+
+cdef Py_ssize_t _piece(bj_event *ev, list fields, int k, const char **at):
+    """Where the k-th document's JSON is (``null`` when absent), and its length; the
+    bytes it points into are held by ``fields``, the walk, or this module."""
+    if fields is not None:
+        part = fields[k]
+        if part is None:
+            part = _NULL
+        at[0] = PyBytes_AS_STRING(part)
+        return PyBytes_GET_SIZE(part)
+    if ev.field_start[k] < 0:
+        at[0] = PyBytes_AS_STRING(_NULL)
+        return PyBytes_GET_SIZE(_NULL)
+    at[0] = <const char *>ev.out + ev.field_start[k]
+    return ev.field_end[k] - ev.field_start[k]
 
 
 cdef object _text(const uint8_t *b, int64_t off, int64_t length):
@@ -629,30 +647,7 @@ cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t 
     for k in range(BJ_NFIELDS):
         if ev.field_start[k] >= 0 and ev.field_floats[k][0] != ev.field_floats[k][1]:
             return _line(ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)])
-    cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
-    for k in range(BJ_NFIELDS):
-        size += PyBytes_GET_SIZE(_LABELS[k])
-        size += ev.field_end[k] - ev.field_start[k] if ev.field_start[k] >= 0 else 4
-    result = PyBytes_FromStringAndSize(NULL, size)
-    cdef char *o = PyBytes_AS_STRING(result)
-    cdef bytes label
-    memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
-    o += ev.head_end - ev.head_start
-    for k in range(BJ_NFIELDS):
-        if k == 5:
-            memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
-            o += ev.mid_end - ev.mid_start
-        label = _LABELS[k]
-        memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
-        o += PyBytes_GET_SIZE(label)
-        if ev.field_start[k] >= 0:
-            memcpy(o, ev.out + ev.field_start[k], ev.field_end[k] - ev.field_start[k])
-            o += ev.field_end[k] - ev.field_start[k]
-        else:
-            memcpy(o, b"null", 4)
-            o += 4
-    o[0] = b'}'
-    return result
+    return _line(ev, None)
 
 
 cdef extern from "_bsonpath_find.h" nogil:

@@ -194,24 +194,7 @@ def place(
         return envelope
     row: Any = envelope.line
     if row_type is not None:  # convert_one rejected times no datetime holds
-        row = tuple.__new__(
-            row_type,
-            (
-                envelope.operation,
-                envelope.database,
-                envelope.collection,
-                _instant(envelope.cluster_time_ms),
-                envelope.document_key,
-                envelope.full_document,
-                envelope.update_description,
-                envelope.resume_token,
-                envelope.full_document_before_change,
-                _instant(envelope.wall_time_ms),
-                envelope.cluster_time_increment,
-                envelope.transaction,
-                envelope.extra,
-            ),
-        )
+        row = tuple.__new__(row_type, _columns(envelope))
     ms = envelope.cluster_time_ms
     seconds = now_seconds if ms is None else ms // 1000
     period = None if step is None else seconds - seconds % step
@@ -281,7 +264,12 @@ def _line(envelope: RawEnvelope) -> bytes:
     """The JSON Lines row the serializer writes for the envelope's event."""
     from rigatoni_s3.formats.jsonl import line_of
 
-    return line_of(
+    return line_of(*_columns(envelope))
+
+
+def _columns(envelope: RawEnvelope) -> tuple[Any, ...]:
+    """The envelope's columns in the order of every format, times as datetimes."""
+    return (
         envelope.operation,
         envelope.database,
         envelope.collection,

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import attrs
 
-from rigatoni_s3._bsonjson import RowsBatch, envelopes_batch, lines_batch
+from rigatoni_s3._bsonjson import envelopes_batch, lines_batch
 from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3._projection import Projection
 from rigatoni_s3.compression import IDENTITY, Codec
@@ -188,79 +188,40 @@ class Encoder:
     ) -> _Encoded:
         """Rows of raw BSON events, at ``indices`` of the call; malformed ones rejected.
 
-        JSON Lines rows come whole from the reader; the other formats get envelopes.
+        The reader builds the rows with their partitions in one pass: JSON Lines rows
+        whole, envelope rows for the other formats.
         """
+        place = (
+            documents,
+            granularity(self.strategy),
+            math.floor(now.timestamp()),
+            new_partition_key,
+        )
         if self.serializer.rows_are_lines:
-            part = self._lines_raw(documents, indices, now, rejected)
+            batch = lines_batch(*place, GilBreaker())
+            rows, sizes = batch.rows, [len(row) + 1 for row in batch.rows]
         else:
-            part = self._envelopes_raw(documents, indices, now, rejected)
-        if self.projection is not None:
-            values, part.mismatches = self.projection.values_of_raw(
-                [documents[position] for position in part.positions]
-            )
-            part.rows, part.sizes = self.serializer.with_columns(part.rows, part.sizes, values)
-        return part
-
-    def _lines_raw(
-        self,
-        documents: Sequence[RawBson],
-        indices: Sequence[int],
-        now: datetime,
-        rejected: list[EventError],
-    ) -> _Encoded:
-        """JSON Lines rows of raw events: the reader writes them whole, partitions too."""
-        batch = lines_batch(
-            documents,
-            granularity(self.strategy),
-            math.floor(now.timestamp()),
-            new_partition_key,
-            GilBreaker(),
-        )
-        return self._placed(
-            batch, documents, indices, rejected, [len(row) + 1 for row in batch.rows]
-        )
-
-    def _envelopes_raw(
-        self,
-        documents: Sequence[RawBson],
-        indices: Sequence[int],
-        now: datetime,
-        rejected: list[EventError],
-    ) -> _Encoded:
-        """Envelope rows of raw events, for the formats that are not JSON Lines."""
-        batch = envelopes_batch(
-            documents,
-            granularity(self.strategy),
-            math.floor(now.timestamp()),
-            new_partition_key,
-            EnvelopeRow,
-            GilBreaker(),
-        )
-        rows, sizes = self.serializer.encode_envelopes(batch.rows)
-        return self._placed(batch._replace(rows=rows), documents, indices, rejected, sizes)
-
-    @staticmethod
-    def _placed(
-        batch: RowsBatch,
-        documents: Sequence[RawBson],
-        indices: Sequence[int],
-        rejected: list[EventError],
-        sizes: list[int],
-    ) -> _Encoded:
-        """The rows of a batch of raw events, at ``indices`` of the call."""
+            batch = envelopes_batch(*place, EnvelopeRow, GilBreaker())
+            rows, sizes = self.serializer.encode_envelopes(batch.rows)
         for position, reason in batch.rejected:
             rejected.append(InvalidEventError(reason, index=indices[position]))
         last_token = None
         if batch.last_span is not None:
             position, span = batch.last_span
             last_token = (indices[position], raw_document(documents[position], span))
+        mismatches = 0
+        if self.projection is not None:
+            values, mismatches = self.projection.values_of_raw(
+                [documents[position] for position in batch.positions]
+            )
+            rows, sizes = self.serializer.with_columns(rows, sizes, values)
         return _Encoded(
             [indices[position] for position in batch.positions],
             batch.partitions,
-            batch.rows,
+            rows,
             sizes,
             last_token,
-            positions=batch.positions,
+            mismatches,
         )
 
     def _encode_one_by_one(
@@ -344,8 +305,6 @@ class _Encoded:
     """Position and resume token of the last event that has one."""
     mismatches: int = 0
     """Typed values written as null for not fitting their column."""
-    positions: list[int] = attrs.field(factory=list)
-    """Of raw events: where each row's event is in the documents read."""
 
 
 def _merged(first: _Encoded, second: _Encoded) -> _Encoded:
