@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, cast
 from rigatoni_s3.errors import EventError
 from rigatoni_s3.events import fields_of
 from rigatoni_s3.formats._json import dumps
+from rigatoni_s3.keys import period_start
 
 MAX_DEPTH = 100
 """Most documents and arrays one event may nest, the event itself counted."""
@@ -197,8 +198,7 @@ def place(
         row = tuple.__new__(row_type, _columns(envelope))
     ms = envelope.cluster_time_ms
     seconds = now_seconds if ms is None else ms // 1000
-    period = None if step is None else seconds - seconds % step
-    return new_key((envelope.collection, period)), row
+    return new_key((envelope.collection, period_start(seconds, step))), row
 
 
 _BREAK_EVERY = 64

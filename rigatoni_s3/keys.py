@@ -75,20 +75,15 @@ def partition_of(
     the time it was written. Buckets are floored, so an instant before 1970 stays in
     its own hour rather than the next one.
     """
-    return partition_at(
-        strategy, collection, math.floor((fallback if when is None else when).timestamp())
-    )
+    seconds = math.floor((fallback if when is None else when).timestamp())
+    return new_partition_key((collection, period_start(seconds, granularity(strategy))))
 
 
-def partition_at(
-    strategy: KeyGenerationStrategy, collection: str | None, seconds: int
-) -> PartitionKey:
-    """:func:`partition_of` for an instant given as whole seconds since the epoch (floored),
-    for callers that hold those rather than a datetime (raw BSON events)."""
-    step = granularity(strategy)
-    if step is None:
-        return new_partition_key((collection, None))
-    return new_partition_key((collection, seconds - seconds % step))
+def period_start(seconds: int, step: int | None) -> int | None:
+    """The start of the bucket of ``step`` seconds that holds ``seconds`` since the epoch
+    (floored, as Python's ``%`` is); None when time plays no part in the key (no step).
+    The raw BSON readers place events by the same rule."""
+    return None if step is None else seconds - seconds % step
 
 
 new_partition_key = partial(tuple.__new__, PartitionKey)
