@@ -19,12 +19,17 @@ from hypothesis import strategies as st
 
 from rigatoni_s3 import Compression, KeyGenerationStrategy, SerializationFormat
 from rigatoni_s3._encoder import Encoder
+from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.errors import ConfigError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
 from rigatoni_s3.formats import avro as avro_format
 from rigatoni_s3.formats import parquet as parquet_format
+from rigatoni_s3.formats._envelope import ENVELOPE_COLUMNS, EnvelopeRow
+from rigatoni_s3.formats._json import iso_utc
+from rigatoni_s3.formats._typed import TypedRow
+from rigatoni_s3.formats.csv import CsvSerializer
 from tests.helpers import (
     ANY_EVENT,
     BASE_TIME,
@@ -472,6 +477,123 @@ def test_csv_quoting_keeps_every_character(text: str) -> None:
     )
     (record,) = roundtrip(CSV, [e])
     assert record == expected_record(e)
+
+
+def _csv_module_text(
+    rows: Sequence[EnvelopeRow] | Sequence[TypedRow], names: Sequence[str]
+) -> bytes:
+    """The reference: what the standard csv module's default dialect writes for ``rows``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(names)
+    for row in rows:
+        envelope = row.envelope if isinstance(row, TypedRow) else row
+        cells: list[Any] = [
+            value.decode() if isinstance(value, bytes) else value for value in envelope
+        ]
+        for at in (3, 9):  # cluster_time, wall_time
+            if cells[at] is not None:
+                cells[at] = iso_utc(cells[at])
+        if isinstance(row, TypedRow):
+            cells.extend(row.values)
+        writer.writerow(cells)
+    return out.getvalue().encode()
+
+
+_TEXTS = st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=12))
+_SAMPLE_TIMES = st.sampled_from(
+    [
+        datetime(2025, 1, 15, 10, 0, tzinfo=UTC),
+        datetime(2025, 1, 15, 10, 0, 0, 500, tzinfo=UTC),  # the same second, apart
+        datetime(2025, 1, 15, 12, 0, tzinfo=timezone(timedelta(hours=2))),  # the same instant
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+)
+_TIMES = st.one_of(
+    st.none(),
+    _SAMPLE_TIMES,
+    st.datetimes(  # a day inside datetime's range either side, so UTC is one too
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
+    ),
+)
+_DOCUMENTS = st.one_of(
+    st.none(),
+    st.sampled_from([b"{}", b"[]", b'{"a":1}', b'{"a":"x,y"}']),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12).map(str.encode),
+)
+_ENVELOPES = st.builds(
+    EnvelopeRow,
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+    _TEXTS,
+    _TEXTS,
+    _TIMES,
+    _DOCUMENTS,
+    _DOCUMENTS,
+    _DOCUMENTS,
+    _DOCUMENTS,
+    _DOCUMENTS,
+    _TIMES,
+    st.one_of(st.none(), st.integers(min_value=-(2**70), max_value=2**70)),
+    _DOCUMENTS,
+    _DOCUMENTS,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(_ENVELOPES, max_size=6))
+def test_csv_records_are_what_the_csv_module_writes(rows: list[EnvelopeRow]) -> None:
+    """Records are built as bytes, and are byte for byte what ``csv.writer`` makes of the
+    same cells: quoting, doubled quotes, empty nulls, times and integers."""
+    expected = _csv_module_text(rows, ENVELOPE_COLUMNS)
+    assert serializer_for(CSV, Compression.NONE).serialize(rows) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_ENVELOPES, st.tuples(_TEXTS, _TEXTS)), max_size=5),
+    names=st.sampled_from([("a", "b"), ("with,comma", 'with"quote')]),
+)
+def test_csv_typed_records_are_what_the_csv_module_writes(
+    rows: list[tuple[EnvelopeRow, tuple[str | None, str | None]]], names: tuple[str, str]
+) -> None:
+    """Typed texts and column names follow the envelope, quoted as the csv module does."""
+    columns = {name: Column("full_document.x", "string") for name in names}
+    serializer = CsvSerializer(columns)
+    typed = [TypedRow(envelope, values) for envelope, values in rows]
+    expected = _csv_module_text(typed, (*ENVELOPE_COLUMNS, *names))
+    assert serializer.serialize(typed) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(_ENVELOPES, max_size=6))
+def test_avro_union_branches_named_give_the_bytes_of_plain_records(
+    rows: list[EnvelopeRow],
+) -> None:
+    """Records name their union branches for speed; the file is byte for byte what
+    fastavro writes from plain records, where it finds each branch itself."""
+    rows = [
+        row._replace(cluster_time_increment=None)
+        if row.cluster_time_increment is not None and abs(row.cluster_time_increment) >= 2**63
+        else row
+        for row in rows
+    ]
+    plain = io.BytesIO()
+    fastavro.writer(
+        plain,
+        fastavro.parse_schema(avro_format.SCHEMA),
+        [
+            {
+                name: value.decode() if isinstance(value, bytes) else value
+                for name, value in zip(ENVELOPE_COLUMNS, row, strict=True)
+            }
+            for row in rows
+        ],
+        codec="null",
+        sync_marker=avro_format._sync_marker(rows),
+    )
+    assert serializer_for(AVRO, Compression.NONE).serialize(rows) == plain.getvalue()
 
 
 # -- the one value mapping, in every format ------------------------------------------------
