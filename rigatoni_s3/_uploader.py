@@ -11,6 +11,13 @@ key. When a retry meets its own earlier attempt (the first request landed but it
 response was lost), the key already holds exactly our bytes and the write counts
 as done; different bytes mean another writer used the key, which is an error.
 
+Hashing a body is done off the event loop. Single objects carry a checksum this
+module computes in a worker thread (CRC32 unless ``checksum_algorithm`` names SHA1 or
+SHA256), sent as a header, so botocore does not compute it on the loop; over HTTPS
+that header and TLS guard the body, so the payload is not hashed again for the
+signature either (botocore's own default over HTTPS). Over plain HTTP botocore still
+signs the payload, as it must: only TLS or the signature protects it from tampering.
+
 Objects above ``multipart_threshold`` go up in parts, several at once; each part
 is sliced from the body only while it is being sent (botocore does not take
 memoryviews), so an object is never held twice. A failed multipart upload is
@@ -24,6 +31,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -72,13 +80,46 @@ def client_options(config: S3Config) -> dict[str, Any]:
             read_timeout=config.request_timeout,
             # uploads at once, each with up to PART_CONCURRENCY parts in flight
             max_pool_connections=config.max_concurrent_uploads * PART_CONCURRENCY,
-            s3={"addressing_style": "path"} if config.force_path_style else None,
+            s3=_s3_options(config),
             # With MD5 we send Content-MD5 ourselves and no newer checksum on top.
             request_checksum_calculation=(
                 "when_required" if config.checksum_algorithm == "MD5" else "when_supported"
             ),
         ),
     }
+
+
+def _s3_options(config: S3Config) -> dict[str, Any] | None:
+    options: dict[str, Any] = {}
+    if config.force_path_style:
+        options["addressing_style"] = "path"
+    if config.endpoint_url is None or config.endpoint_url.startswith("https://"):
+        # A checksum header (ours, or botocore's trailer) and TLS guard the body; a
+        # payload hash in the signature would only hash it again on the event loop.
+        options["payload_signing_enabled"] = False
+    return options or None
+
+
+COMPUTED_CHECKSUMS = ("CRC32", "SHA1", "SHA256")
+"""Checksums the uploader computes itself, off the event loop."""
+
+
+def computed_checksum(config: S3Config) -> str | None:
+    """The checksum the uploader computes for ``config``'s objects; None leaves it to
+    botocore (CRC32C and CRC64NVME need the AWS CRT) or to Content-MD5."""
+    algorithm = config.checksum_algorithm or "CRC32"  # botocore's default, made here
+    return algorithm if algorithm in COMPUTED_CHECKSUMS else None
+
+
+def body_checksum(algorithm: str, body: bytes) -> dict[str, str]:
+    """PutObject / UploadPart parameters carrying ``body``'s checksum (zlib and hashlib
+    release the GIL while they hash a large body)."""
+    if algorithm == "CRC32":
+        digest = zlib.crc32(body).to_bytes(4, "big")
+    else:
+        digest = hashlib.new(algorithm.lower(), body).digest()
+    value = base64.b64encode(digest).decode("ascii")
+    return {"ChecksumAlgorithm": algorithm, f"Checksum{algorithm}": value}
 
 
 def object_options(config: S3Config) -> dict[str, Any]:
@@ -116,6 +157,7 @@ class S3Uploader:
         part_concurrency: int = PART_CONCURRENCY,
         options: dict[str, Any] | None = None,
         content_md5: bool = False,
+        checksum: str | None = None,
     ) -> None:
         self._client = client
         self.bucket = bucket
@@ -125,6 +167,8 @@ class S3Uploader:
         self._part_concurrency = part_concurrency
         self._options = options or {}
         self._content_md5 = content_md5
+        self._checksum = checksum
+        """One of :data:`COMPUTED_CHECKSUMS`, computed here for every body; or None."""
 
     async def write(self, key: str, obj: EncodedObject, *, attempts_before: int = 0) -> int:
         """Store ``obj`` at ``key`` unless it is already there.
@@ -147,8 +191,8 @@ class S3Uploader:
         if len(obj.body) >= self._multipart_threshold:
             return await self._write_multipart(key, obj)
         params = self._object_params(key, obj)
-        if self._content_md5:  # hashing a large body would stall the event loop
-            params.update(await asyncio.to_thread(self._md5_of, obj.body))
+        if self._content_md5 or self._checksum:  # hashing on the loop would stall it
+            params.update(await asyncio.to_thread(self._hashes_of, obj.body))
         try:
             _, attempts = await self._run(
                 lambda: self._client.put_object(Body=obj.body, IfNoneMatch="*", **params),
@@ -305,16 +349,24 @@ class S3Uploader:
             params["ContentEncoding"] = obj.content_encoding
         return params
 
-    def _md5_of(self, body: bytes) -> dict[str, str]:
+    def _hashes_of(self, body: bytes) -> dict[str, str]:
+        """The body's Content-MD5 or checksum parameters, as configured."""
+        if self._checksum:
+            return body_checksum(self._checksum, body)
         if not self._content_md5:
             return {}
         digest = hashlib.md5(body, usedforsecurity=False).digest()
         return {"ContentMD5": base64.b64encode(digest).decode("ascii")}
 
     def _part_checksum(self, part: bytes) -> dict[str, str]:
+        """A part carries the algorithm its upload was created with; without one (the
+        default) botocore picks its own part checksum, as S3 expects of such uploads."""
         if "ChecksumAlgorithm" in self._options:
-            return {"ChecksumAlgorithm": self._options["ChecksumAlgorithm"]}
-        return self._md5_of(part)
+            algorithm = self._options["ChecksumAlgorithm"]
+            if algorithm == self._checksum:
+                return body_checksum(algorithm, part)
+            return {"ChecksumAlgorithm": algorithm}
+        return self._hashes_of(part) if self._content_md5 else {}
 
     async def check_bucket(self) -> None:
         """HeadBucket once; raises the typed error of a missing or forbidden bucket."""

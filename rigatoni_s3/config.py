@@ -434,7 +434,8 @@ class S3Config:
     checksum_algorithm: str | None = attrs.field(default=None, validator=_check_checksum)
     """Integrity check sent with each upload: ``CRC32``, ``CRC32C``, ``SHA1``, ``SHA256``,
     ``CRC64NVME``, or ``MD5`` (Content-MD5, for servers without the newer checksums).
-    None uses botocore's default (CRC32 where the server supports it)."""
+    None sends CRC32, botocore's default. CRC32, SHA1 and SHA256 are computed in a worker
+    thread, not on the event loop; CRC32C and CRC64NVME are left to botocore."""
     iceberg: IcebergConfig | None = attrs.field(default=None, converter=_to_iceberg)
     """Commit the objects to an Apache Iceberg table (Parquet only); see :class:`IcebergConfig`."""
 

@@ -30,7 +30,12 @@ import attrs
 
 from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options, object_options
+from rigatoni_s3._uploader import (
+    S3Uploader,
+    client_options,
+    computed_checksum,
+    object_options,
+)
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import UploadError
 
@@ -122,6 +127,7 @@ async def replay_dead_letters(
                 part_size=config.multipart_part_size,
                 options=object_options(config),
                 content_md5=config.checksum_algorithm == "MD5",
+                checksum=computed_checksum(config),
             )
             body = await asyncio.to_thread(letter.object_path.read_bytes)
             obj = EncodedObject(

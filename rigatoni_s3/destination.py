@@ -46,7 +46,12 @@ from rigatoni_s3._flusher import Flusher
 from rigatoni_s3._fragments import NOTHING_HELD, HeldFragments, Reassembled, reassemble
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options, object_options
+from rigatoni_s3._uploader import (
+    S3Uploader,
+    client_options,
+    computed_checksum,
+    object_options,
+)
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import (
@@ -186,6 +191,7 @@ class S3Destination:
                 part_size=self.config.multipart_part_size,
                 options=object_options(self.config),
                 content_md5=self.config.checksum_algorithm == "MD5",
+                checksum=computed_checksum(self.config),
             )
             try:
                 if self.config.check_conditional_writes:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import threading
+import zlib
 from typing import Any
 
 import aioboto3
 import pytest
 
-from rigatoni_s3 import S3Destination
+from rigatoni_s3 import S3Config, S3Destination, _uploader
 from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import S3Uploader, client_options
+from rigatoni_s3._uploader import (
+    S3Uploader,
+    client_options,
+    computed_checksum,
+    object_options,
+)
 from rigatoni_s3.errors import ObjectConflictError, RetriesExhaustedError
 from rigatoni_s3.testing import S3Endpoint
 from tests.faultproxy import FaultProxy
@@ -73,6 +82,96 @@ async def test_large_objects_use_multipart_with_5_mib_parts(
         e["fullDocument"]["blob"] for e in events
     ]
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "digest"),
+    [
+        (None, lambda body: zlib.crc32(body).to_bytes(4, "big")),
+        ("SHA1", lambda body: hashlib.sha1(body).digest()),
+        ("SHA256", lambda body: hashlib.sha256(body).digest()),
+    ],
+)
+async def test_checksums_are_computed_off_the_event_loop(
+    make_config: MakeConfig,
+    s3_client: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    algorithm: str | None,
+    digest: Any,
+) -> None:
+    """Each object carries the checksum of its bytes (CRC32 by default), hashed in a
+    worker thread, and the server stores the one it verified."""
+    threads: list[threading.Thread] = []
+    computed = _uploader.body_checksum
+
+    def recording(name: str, body: bytes) -> dict[str, str]:
+        threads.append(threading.current_thread())
+        return computed(name, body)
+
+    monkeypatch.setattr(_uploader, "body_checksum", recording)
+    async with S3Destination(make_config(checksum_algorithm=algorithm)) as dest:
+        await dest.write_batch([raw_event(n) for n in range(20)])
+        loop_thread = threading.current_thread()
+    [key] = list_keys(s3_client, bucket)
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    name = algorithm or "CRC32"
+    assert head[f"Checksum{name}"] == _b64(digest(body))
+    assert threads
+    assert loop_thread not in threads
+
+
+async def test_multipart_parts_carry_the_configured_checksum(
+    s3_endpoint: S3Endpoint, bucket: str, s3_client: Any
+) -> None:
+    """With an explicit algorithm every part is sent with its own checksum, computed
+    here, and the object reads back whole."""
+    body = os.urandom(11 * MiB)
+    sent: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        sent.append(dict(params))
+
+    config = s3_endpoint.config(bucket, create_bucket=False, checksum_algorithm="SHA256")
+    async with aioboto3.Session().client("s3", **client_options(config)) as client:
+        client.meta.events.register("provide-client-params.s3.UploadPart", record)
+        uploader = S3Uploader(
+            client,
+            bucket,
+            RetryPolicy(1, 0.01, 0.02).run,
+            multipart_threshold=5 * MiB,
+            part_size=5 * MiB,
+            options=object_options(config),
+            checksum=computed_checksum(config),
+        )
+        obj = EncodedObject(body, "application/octet-stream", None, 1, len(body))
+        await uploader.write("parts.bin", obj)
+    parts = [body[start : start + 5 * MiB] for start in range(0, len(body), 5 * MiB)]
+    sent.sort(key=lambda params: int(params["PartNumber"]))  # sent concurrently
+    assert [params["PartNumber"] for params in sent] == [1, 2, 3]
+    assert [params["ChecksumSHA256"] for params in sent] == [
+        _b64(hashlib.sha256(part).digest()) for part in parts
+    ]
+    assert s3_client.get_object(Bucket=bucket, Key="parts.bin")["Body"].read() == body
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "signed"),
+    [(None, False), ("https://s3.example.test", False), ("http://127.0.0.1:9000", True)],
+)
+def test_payload_is_hashed_for_the_signature_only_without_tls(
+    endpoint: str | None, signed: bool
+) -> None:
+    """Over HTTPS the checksum header and TLS guard the body; over plain HTTP botocore
+    still signs the payload, the only guard against tampering there."""
+    config = S3Config(bucket="my-bucket", region="us-east-1", endpoint_url=endpoint)
+    s3_options = client_options(config)["config"].s3 or {}
+    assert s3_options.get("payload_signing_enabled", True) is signed
 
 
 async def test_failed_multipart_upload_is_aborted(
