@@ -11,12 +11,13 @@ key. When a retry meets its own earlier attempt (the first request landed but it
 response was lost), the key already holds exactly our bytes and the write counts
 as done; different bytes mean another writer used the key, which is an error.
 
-Hashing a body is done off the event loop. Single objects carry a checksum this
-module computes in a worker thread (CRC32 unless ``checksum_algorithm`` names SHA1 or
-SHA256), sent as a header, so botocore does not compute it on the loop; over HTTPS
-that header and TLS guard the body, so the payload is not hashed again for the
-signature either (botocore's own default over HTTPS). Over plain HTTP botocore still
-signs the payload, as it must: only TLS or the signature protects it from tampering.
+Hashing a body is done off the event loop. Each object, and each part of a large one,
+carries a checksum this module computes in a worker thread (CRC32 unless
+``checksum_algorithm`` names SHA1 or SHA256), sent as a header, so botocore does not
+compute it on the loop. Over HTTPS that header and TLS guard the body, so the payload
+is not hashed again for the signature either (botocore's own default there), nor sent
+in aws-chunked encoding. Over plain HTTP botocore still signs the payload, as it must:
+there only the signature protects the body from tampering.
 
 Objects above ``multipart_threshold`` go up in parts, several at once; each part
 is sliced from the body only while it is being sent (botocore does not take
@@ -359,14 +360,14 @@ class S3Uploader:
         return {"ContentMD5": base64.b64encode(digest).decode("ascii")}
 
     def _part_checksum(self, part: bytes) -> dict[str, str]:
-        """A part carries the algorithm its upload was created with; without one (the
-        default) botocore picks its own part checksum, as S3 expects of such uploads."""
+        """A part's checksum, made here like a whole body's: the upload's algorithm, or
+        CRC32 (botocore's default for parts) when the upload was created without one.
+        CRC32C and CRC64NVME are named for botocore to compute."""
+        if self._checksum or self._content_md5:
+            return self._hashes_of(part)
         if "ChecksumAlgorithm" in self._options:
-            algorithm = self._options["ChecksumAlgorithm"]
-            if algorithm == self._checksum:
-                return body_checksum(algorithm, part)
-            return {"ChecksumAlgorithm": algorithm}
-        return self._hashes_of(part) if self._content_md5 else {}
+            return {"ChecksumAlgorithm": self._options["ChecksumAlgorithm"]}
+        return {}
 
     async def check_bucket(self) -> None:
         """HeadBucket once; raises the typed error of a missing or forbidden bucket."""

@@ -126,18 +126,25 @@ async def test_checksums_are_computed_off_the_event_loop(
     assert loop_thread not in threads
 
 
-async def test_multipart_parts_carry_the_configured_checksum(
-    s3_endpoint: S3Endpoint, bucket: str, s3_client: Any
+@pytest.mark.parametrize(
+    ("algorithm", "digest"),
+    [
+        (None, lambda part: zlib.crc32(part).to_bytes(4, "big")),
+        ("SHA256", lambda part: hashlib.sha256(part).digest()),
+    ],
+)
+async def test_multipart_parts_carry_their_checksums(
+    s3_endpoint: S3Endpoint, bucket: str, s3_client: Any, algorithm: str | None, digest: Any
 ) -> None:
-    """With an explicit algorithm every part is sent with its own checksum, computed
-    here, and the object reads back whole."""
+    """Every part is sent with its own checksum, computed here (CRC32 by default, as
+    botocore would), and the object reads back whole."""
     body = os.urandom(11 * MiB)
     sent: list[dict[str, Any]] = []
 
     def record(params: dict[str, Any], **_: Any) -> None:
         sent.append(dict(params))
 
-    config = s3_endpoint.config(bucket, create_bucket=False, checksum_algorithm="SHA256")
+    config = s3_endpoint.config(bucket, create_bucket=False, checksum_algorithm=algorithm)
     async with aioboto3.Session().client("s3", **client_options(config)) as client:
         client.meta.events.register("provide-client-params.s3.UploadPart", record)
         uploader = S3Uploader(
@@ -154,24 +161,55 @@ async def test_multipart_parts_carry_the_configured_checksum(
     parts = [body[start : start + 5 * MiB] for start in range(0, len(body), 5 * MiB)]
     sent.sort(key=lambda params: int(params["PartNumber"]))  # sent concurrently
     assert [params["PartNumber"] for params in sent] == [1, 2, 3]
-    assert [params["ChecksumSHA256"] for params in sent] == [
-        _b64(hashlib.sha256(part).digest()) for part in parts
-    ]
+    name = f"Checksum{algorithm or 'CRC32'}"
+    assert [params[name] for params in sent] == [_b64(digest(part)) for part in parts]
     assert s3_client.get_object(Bucket=bucket, Key="parts.bin")["Body"].read() == body
+
+
+class _Stopped(Exception):
+    """Raised before a request leaves, once it is signed."""
 
 
 @pytest.mark.parametrize(
     ("endpoint", "signed"),
-    [(None, False), ("https://s3.example.test", False), ("http://127.0.0.1:9000", True)],
+    [(None, False), ("https://s3.example.test", False), ("http://127.0.0.1:9", True)],
 )
-def test_payload_is_hashed_for_the_signature_only_without_tls(
+async def test_payload_is_hashed_for_the_signature_only_without_tls(
     endpoint: str | None, signed: bool
 ) -> None:
-    """Over HTTPS the checksum header and TLS guard the body; over plain HTTP botocore
-    still signs the payload, the only guard against tampering there."""
-    config = S3Config(bucket="my-bucket", region="us-east-1", endpoint_url=endpoint)
-    s3_options = client_options(config)["config"].s3 or {}
-    assert s3_options.get("payload_signing_enabled", True) is signed
+    """The signed request carries our checksum as a plain header. Over HTTPS that header
+    and TLS guard the body, so it is not hashed again for the signature (nor sent in
+    aws-chunked encoding); over plain HTTP botocore still signs the payload, the only
+    guard against tampering there. The request is stopped before it is sent."""
+    config = S3Config(
+        bucket="my-bucket",
+        region="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="key",
+        aws_secret_access_key="secret",
+    )
+    body = b"some rows\n" * 1000
+    sent: list[Any] = []
+
+    def stop(request: Any, **_: Any) -> None:
+        sent.append(request)
+        raise _Stopped
+
+    async with aioboto3.Session().client("s3", **client_options(config)) as client:
+        client.meta.events.register("before-send.s3.PutObject", stop)
+        with pytest.raises(_Stopped):
+            await client.put_object(
+                Bucket="my-bucket", Key="k", Body=body, **_uploader.body_checksum("CRC32", body)
+            )
+    [request] = sent
+    headers = {
+        name.lower(): value.decode() if isinstance(value, bytes) else value
+        for name, value in request.headers.items()
+    }
+    assert headers["x-amz-checksum-crc32"] == _b64(zlib.crc32(body).to_bytes(4, "big"))
+    assert "aws-chunked" not in str(headers.get("content-encoding", ""))
+    expected = hashlib.sha256(body).hexdigest() if signed else "UNSIGNED-PAYLOAD"
+    assert headers["x-amz-content-sha256"] == expected
 
 
 async def test_failed_multipart_upload_is_aborted(
