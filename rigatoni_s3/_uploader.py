@@ -101,13 +101,13 @@ def _s3_options(config: S3Config) -> dict[str, Any] | None:
     return options or None
 
 
-COMPUTED_CHECKSUMS = ("CRC32", "SHA1", "SHA256")
-"""Checksums the uploader computes itself, off the event loop."""
+COMPUTED_CHECKSUMS = ("CRC32", "SHA1", "SHA256", "MD5")
+"""Checksums the uploader computes itself, off the event loop (MD5 as Content-MD5)."""
 
 
 def computed_checksum(config: S3Config) -> str | None:
     """The checksum the uploader computes for ``config``'s objects; None leaves it to
-    botocore (CRC32C and CRC64NVME need the AWS CRT) or to Content-MD5."""
+    botocore (CRC32C and CRC64NVME need the AWS CRT)."""
     algorithm = config.checksum_algorithm or "CRC32"  # botocore's default, made here
     return algorithm if algorithm in COMPUTED_CHECKSUMS else None
 
@@ -118,8 +118,10 @@ def body_checksum(algorithm: str, body: bytes) -> dict[str, str]:
     if algorithm == "CRC32":
         digest = zlib.crc32(body).to_bytes(4, "big")
     else:
-        digest = hashlib.new(algorithm.lower(), body).digest()
+        digest = hashlib.new(algorithm.lower(), body, usedforsecurity=False).digest()
     value = base64.b64encode(digest).decode("ascii")
+    if algorithm == "MD5":
+        return {"ContentMD5": value}
     return {"ChecksumAlgorithm": algorithm, f"Checksum{algorithm}": value}
 
 
@@ -157,7 +159,6 @@ class S3Uploader:
         part_size: int,
         part_concurrency: int = PART_CONCURRENCY,
         options: dict[str, Any] | None = None,
-        content_md5: bool = False,
         checksum: str | None = None,
     ) -> None:
         self._client = client
@@ -167,7 +168,6 @@ class S3Uploader:
         self._part_size = part_size
         self._part_concurrency = part_concurrency
         self._options = options or {}
-        self._content_md5 = content_md5
         self._checksum = checksum
         """One of :data:`COMPUTED_CHECKSUMS`, computed here for every body; or None."""
 
@@ -192,8 +192,8 @@ class S3Uploader:
         if len(obj.body) >= self._multipart_threshold:
             return await self._write_multipart(key, obj)
         params = self._object_params(key, obj)
-        if self._content_md5 or self._checksum:  # hashing on the loop would stall it
-            params.update(await asyncio.to_thread(self._hashes_of, obj.body))
+        if self._checksum:  # hashing on the loop would stall it
+            params.update(await asyncio.to_thread(body_checksum, self._checksum, obj.body))
         try:
             _, attempts = await self._run(
                 lambda: self._client.put_object(Body=obj.body, IfNoneMatch="*", **params),
@@ -350,21 +350,12 @@ class S3Uploader:
             params["ContentEncoding"] = obj.content_encoding
         return params
 
-    def _hashes_of(self, body: bytes) -> dict[str, str]:
-        """The body's Content-MD5 or checksum parameters, as configured."""
-        if self._checksum:
-            return body_checksum(self._checksum, body)
-        if not self._content_md5:
-            return {}
-        digest = hashlib.md5(body, usedforsecurity=False).digest()
-        return {"ContentMD5": base64.b64encode(digest).decode("ascii")}
-
     def _part_checksum(self, part: bytes) -> dict[str, str]:
         """A part's checksum, made here like a whole body's: the upload's algorithm, or
         CRC32 (botocore's default for parts) when the upload was created without one.
         CRC32C and CRC64NVME are named for botocore to compute."""
-        if self._checksum or self._content_md5:
-            return self._hashes_of(part)
+        if self._checksum:
+            return body_checksum(self._checksum, part)
         if "ChecksumAlgorithm" in self._options:
             return {"ChecksumAlgorithm": self._options["ChecksumAlgorithm"]}
         return {}

@@ -126,7 +126,6 @@ async def replay_dead_letters(
                 multipart_threshold=config.multipart_threshold,
                 part_size=config.multipart_part_size,
                 options=object_options(config),
-                content_md5=config.checksum_algorithm == "MD5",
                 checksum=computed_checksum(config),
             )
             body = await asyncio.to_thread(letter.object_path.read_bytes)

@@ -190,7 +190,6 @@ class S3Destination:
                 multipart_threshold=self.config.multipart_threshold,
                 part_size=self.config.multipart_part_size,
                 options=object_options(self.config),
-                content_md5=self.config.checksum_algorithm == "MD5",
                 checksum=computed_checksum(self.config),
             )
             try:

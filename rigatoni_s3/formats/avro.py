@@ -153,11 +153,10 @@ class AvroSerializer:
         self._codec, self._level = _CODECS[compression]
         _check_codec(self._codec)
         self.columns: Mapping[str, Column] = dict(columns or {})
-        self._schema = (
-            fastavro.parse_schema(schema_with(self.columns)) if self.columns else _PARSED_SCHEMA
-        )
+        schema = schema_with(self.columns)
+        self._schema = fastavro.parse_schema(schema) if self.columns else _PARSED_SCHEMA
         self._typed_fields = _fields(
-            schema_with(self.columns)["fields"][len(ENVELOPE_COLUMNS) :],
+            schema["fields"][len(ENVELOPE_COLUMNS) :],
             {name for name, column in self.columns.items() if column.kind == "json"},
         )
 

@@ -24,7 +24,7 @@ Typed columns follow ``extra``, as text (:func:`~rigatoni_s3.formats._typed.text
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -116,8 +116,10 @@ _INCREMENT = ENVELOPE_COLUMNS.index("cluster_time_increment")
 _TIMES_KEPT = 4096
 """Texts of distinct instants one serialize call keeps at most."""
 
-_SPECIAL = re.compile(rb'[,"\r\n]')
+_QUOTED_IF_HELD = ',"\r\n'
 """What makes the csv module's default dialect quote a field (QUOTE_MINIMAL)."""
+_SPECIAL = re.compile(b"[" + re.escape(_QUOTED_IF_HELD.encode()) + b"]")
+_NEEDS_QUOTES = frozenset(_QUOTED_IF_HELD)
 
 
 def _field(data: bytes) -> bytes:
@@ -131,7 +133,7 @@ def _text_field(text: str | None) -> bytes:
     return b"" if text is None else _field(text.encode())
 
 
-def _text_record(texts: Iterator[str | None] | Sequence[str | None]) -> bytes:
+def _text_record(texts: Iterable[str | None]) -> bytes:
     return b",".join([_text_field(text) for text in texts])
 
 
@@ -143,7 +145,6 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[bytes]:
     """
     fields: list[bytes] = [b""] * len(ENVELOPE_COLUMNS)
     times: dict[datetime, bytes] = {}  # equal instants have the same UTC text
-    search = _SPECIAL.search
     for row in rows:
         for at in _TEXT:
             fields[at] = _text_field(row[at])  # type: ignore[arg-type]  # a text column
@@ -159,12 +160,7 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[bytes]:
                 fields[at] = times[when] = iso_utc(when).encode()
         for at in _JSON:
             document: bytes | None = row[at]  # type: ignore[assignment]  # a JSON column
-            if document is None:
-                fields[at] = b""
-            elif search(document) is None:
-                fields[at] = document
-            else:
-                fields[at] = b'"' + document.replace(b'"', b'""') + b'"'
+            fields[at] = b"" if document is None else _field(document)
         increment = row[_INCREMENT]
         fields[_INCREMENT] = b"" if increment is None else str(increment).encode()
         yield b",".join(fields)
@@ -174,9 +170,6 @@ def _typed_records(rows: Sequence[TypedRow]) -> Iterator[bytes]:
     envelopes = [row.envelope for row in rows]
     for record, row in zip(_records(envelopes), rows, strict=True):
         yield record + b"," + _text_record(row.values)
-
-
-_NEEDS_QUOTES = frozenset(',"\r\n')
 
 
 def _text_size(texts: tuple[str | None, ...]) -> int:
