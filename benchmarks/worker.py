@@ -59,7 +59,7 @@ from measure import (
 )
 
 from rigatoni_s3 import Compression, S3Destination, SerializationFormat
-from rigatoni_s3._uploader import client_options
+from rigatoni_s3._uploader import open_client
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.formats import serializer_for
 from rigatoni_s3.testing import S3Endpoint
@@ -369,9 +369,9 @@ async def run_s3_floor(spec: RunSpec) -> dict[str, Any]:
     blob = os.urandom(max(sizes, default=0))
     bodies = [blob[:size] for size in sizes]  # built before the clock starts
     session = aioboto3.Session()
-    # The very client settings of S3Destination: no botocore retries, path style, timeouts.
-    options = client_options(endpoint.config(spec.bucket, create_bucket=False))
-    async with session.client("s3", **options) as client:
+    # The very client of S3Destination: no botocore retries, path style, timeouts.
+    config = endpoint.config(spec.bucket, create_bucket=False)
+    async with open_client(session, config) as client:
         slots = asyncio.Semaphore(spec.concurrency)
 
         async def put(key: str, body: bytes) -> None:

@@ -32,8 +32,9 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -88,6 +89,72 @@ def client_options(config: S3Config) -> dict[str, Any]:
             ),
         ),
     }
+
+
+@contextlib.asynccontextmanager
+async def open_client(session: Any, config: S3Config) -> AsyncIterator[Any]:
+    """An aioboto3 S3 client for ``config``, which resolves its endpoint once per bucket."""
+    async with session.client("s3", **client_options(config)) as client:
+        _resolve_endpoints_per_bucket(client)
+        yield client
+
+
+UNREAD_ENDPOINT_PARAMS = frozenset({"Key", "Prefix", "CopySource"})
+"""Parameters S3's endpoint ruleset declares but, so far, never reads."""
+
+
+def _resolve_endpoints_per_bucket(client: Any) -> None:
+    """Let botocore's endpoint cache serve every key of a bucket.
+
+    botocore caches the endpoint ruleset's answer keyed by all of its parameters, and
+    the ruleset declares ``Key``: each new object key misses the cache and the whole
+    ruleset is evaluated again, about 0.13 ms of the event loop per request. Dropping
+    the parameters no rule reads cannot change the answer; botocore releases after
+    boto/botocore#3692 drop them themselves, and aiobotocore pins an older one. The
+    ruleset loaded is checked first, and the client's private attributes are read
+    defensively: where either says no, the client is left as botocore made it.
+    """
+    try:
+        provider = client._ruleset_resolver._provider
+        ruleset = client._loader.load_service_model(
+            "s3", "endpoint-rule-set-1", api_version=client.meta.service_model.api_version
+        )
+        resolve = provider.resolve_endpoint
+    except Exception:  # another botocore layout: keep its behaviour
+        return
+    unread = unread_params(ruleset) & UNREAD_ENDPOINT_PARAMS
+    if not unread:
+        return
+
+    def resolve_endpoint(**params: Any) -> Any:
+        for name in unread:
+            params.pop(name, None)
+        return resolve(**params)
+
+    provider.resolve_endpoint = resolve_endpoint
+
+
+_TEMPLATE_REF = re.compile(r"\{([^{}#]+)(?:#[^{}]*)?\}")
+"""A parameter named inside a ruleset string: ``{Bucket}`` or ``{bucketArn#region}``."""
+
+
+def unread_params(ruleset: dict[str, Any]) -> frozenset[str]:
+    """The declared parameters of an endpoint ruleset that none of its rules reads,
+    by ``{"ref": name}`` or in a ``{name}`` template."""
+    read: set[str] = set()
+    pending: list[Any] = [ruleset.get("rules", [])]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("ref")
+            if isinstance(ref, str):
+                read.add(ref)
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str):
+            read.update(match.group(1) for match in _TEMPLATE_REF.finditer(node))
+    return frozenset(ruleset.get("parameters", {})) - read
 
 
 def _s3_options(config: S3Config) -> dict[str, Any] | None:

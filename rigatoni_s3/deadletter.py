@@ -32,9 +32,9 @@ from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
 from rigatoni_s3._uploader import (
     S3Uploader,
-    client_options,
     computed_checksum,
     object_options,
+    open_client,
 )
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import UploadError
@@ -117,7 +117,7 @@ async def replay_dead_letters(
     retry = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
     uploaded, failed = 0, []
     session = session or aioboto3.Session()
-    async with session.client("s3", **client_options(config)) as client:
+    async with open_client(session, config) as client:
         for letter in load_dead_letters(directory):
             uploader = S3Uploader(
                 client,

@@ -48,9 +48,9 @@ from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import RetryPolicy
 from rigatoni_s3._uploader import (
     S3Uploader,
-    client_options,
     computed_checksum,
     object_options,
+    open_client,
 )
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
@@ -176,9 +176,7 @@ class S3Destination:
             if self._state is not _State.NEW:
                 return
             session = self._session or aioboto3.Session()
-            client = await self._stack.enter_async_context(
-                session.client("s3", **client_options(self.config))
-            )
+            client = await self._stack.enter_async_context(open_client(session, self.config))
             uploader = S3Uploader(
                 client,
                 self.config.bucket,

@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 import zlib
+from types import SimpleNamespace
 from typing import Any
 
 import aioboto3
@@ -16,10 +17,13 @@ from rigatoni_s3 import S3Config, S3Destination, _uploader
 from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
 from rigatoni_s3._uploader import (
+    UNREAD_ENDPOINT_PARAMS,
     S3Uploader,
     client_options,
     computed_checksum,
     object_options,
+    open_client,
+    unread_params,
 )
 from rigatoni_s3.errors import ObjectConflictError, RetriesExhaustedError
 from rigatoni_s3.testing import S3Endpoint
@@ -35,7 +39,7 @@ async def test_different_content_at_the_key_is_a_conflict(
     """A key that already holds other bytes is never overwritten; the error says so."""
     s3_client.put_object(Bucket=bucket, Key="taken.jsonl", Body=b"someone else's data\n")
     config = s3_endpoint.config(bucket, create_bucket=False)
-    async with aioboto3.Session().client("s3", **client_options(config)) as client:
+    async with open_client(aioboto3.Session(), config) as client:
         uploader = S3Uploader(
             client,
             bucket,
@@ -145,7 +149,7 @@ async def test_multipart_parts_carry_their_checksums(
         sent.append(dict(params))
 
     config = s3_endpoint.config(bucket, create_bucket=False, checksum_algorithm=algorithm)
-    async with aioboto3.Session().client("s3", **client_options(config)) as client:
+    async with open_client(aioboto3.Session(), config) as client:
         client.meta.events.register("provide-client-params.s3.UploadPart", record)
         uploader = S3Uploader(
             client,
@@ -195,7 +199,7 @@ async def test_payload_is_hashed_for_the_signature_only_without_tls(
         sent.append(request)
         raise _Stopped
 
-    async with aioboto3.Session().client("s3", **client_options(config)) as client:
+    async with open_client(aioboto3.Session(), config) as client:
         client.meta.events.register("before-send.s3.PutObject", stop)
         with pytest.raises(_Stopped):
             await client.put_object(
@@ -210,6 +214,94 @@ async def test_payload_is_hashed_for_the_signature_only_without_tls(
     assert "aws-chunked" not in str(headers.get("content-encoding", ""))
     expected = hashlib.sha256(body).hexdigest() if signed else "UNSIGNED-PAYLOAD"
     assert headers["x-amz-content-sha256"] == expected
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path_style"),
+    [(None, False), (None, True), ("https://s3.example.test", True), ("http://127.0.0.1:9", False)],
+)
+async def test_endpoint_is_resolved_once_per_bucket_to_the_same_url(
+    endpoint: str | None, path_style: bool
+) -> None:
+    """Every key goes where botocore alone would send it, but the endpoint ruleset is
+    evaluated once for the bucket, not again for each new key. Requests are stopped
+    before they are sent."""
+    config = S3Config(
+        bucket="my-bucket",
+        region="eu-west-1",
+        endpoint_url=endpoint,
+        force_path_style=path_style,
+        aws_access_key_id="key",
+        aws_secret_access_key="secret",
+    )
+    keys = ["shop/orders/1.jsonl", "shop/orders/2.jsonl", "shop/users/3 + 4.jsonl"]
+
+    async def urls(client: Any) -> list[str]:
+        sent: list[str] = []
+
+        def stop(request: Any, **_: Any) -> None:
+            sent.append(request.url)
+            raise _Stopped
+
+        client.meta.events.register("before-send.s3.PutObject", stop)
+        for key in keys:
+            with pytest.raises(_Stopped):
+                await client.put_object(Bucket="my-bucket", Key=key, Body=b"rows\n")
+        return sent
+
+    session = aioboto3.Session()
+    async with session.client("s3", **client_options(config)) as plain:
+        expected = await urls(plain)
+    evaluated: list[dict[str, Any]] = []
+    async with open_client(session, config) as client:
+        ruleset = client._ruleset_resolver._provider.ruleset
+        evaluate = ruleset.evaluate
+
+        def counting(params: dict[str, Any]) -> Any:
+            evaluated.append(dict(params))
+            return evaluate(params)
+
+        ruleset.evaluate = counting
+        assert await urls(client) == expected
+    assert len(evaluated) == 1
+    assert evaluated[0]["Bucket"] == "my-bucket"
+    assert not UNREAD_ENDPOINT_PARAMS & evaluated[0].keys()
+
+
+def test_unread_params_are_those_no_rule_names() -> None:
+    """A parameter counts as read when a rule refers to it or names it in a template."""
+    ruleset = {
+        "parameters": {"Bucket": {}, "Region": {}, "Key": {}, "Prefix": {}, "CopySource": {}},
+        "rules": [
+            {
+                "conditions": [{"fn": "isSet", "argv": [{"ref": "Region"}]}],
+                "rules": [{"endpoint": {"url": "https://{Bucket}.example/{Key#tail}"}}],
+            }
+        ],
+    }
+    assert unread_params(ruleset) == {"Prefix", "CopySource"}
+
+
+@pytest.mark.parametrize(("key_is_read", "kept"), [(False, False), (True, True)])
+def test_only_parameters_the_ruleset_never_reads_are_dropped(
+    key_is_read: bool, kept: bool
+) -> None:
+    """``Key`` is still passed to a ruleset that reads it; ``Prefix``, unread, is not."""
+    url = "https://{Bucket}.example/{Key}" if key_is_read else "https://{Bucket}.example"
+    ruleset = {
+        "parameters": {"Bucket": {}, "Key": {}, "Prefix": {}},
+        "rules": [{"endpoint": {"url": url}}],
+    }
+    seen: list[dict[str, Any]] = []
+    provider = SimpleNamespace(resolve_endpoint=lambda **params: seen.append(params))
+    client = SimpleNamespace(
+        _ruleset_resolver=SimpleNamespace(_provider=provider),
+        _loader=SimpleNamespace(load_service_model=lambda *_, **__: ruleset),
+        meta=SimpleNamespace(service_model=SimpleNamespace(api_version="2006-03-01")),
+    )
+    _uploader._resolve_endpoints_per_bucket(client)
+    provider.resolve_endpoint(Bucket="b", Key="k", Prefix="p")
+    assert seen == [{"Bucket": "b", "Key": "k"} if kept else {"Bucket": "b"}]
 
 
 async def test_failed_multipart_upload_is_aborted(

@@ -24,7 +24,7 @@ from typing import Any
 
 import aioboto3
 
-from rigatoni_s3._uploader import client_options
+from rigatoni_s3._uploader import open_client
 from rigatoni_s3.config import S3Config
 
 __all__ = ["find_orphans"]
@@ -53,7 +53,7 @@ async def find_orphans(config: S3Config, *, older_than: float = 3600.0) -> list[
     prefix = f"{config.prefix}/" if config.prefix else ""
     orphans: list[str] = []
     session = aioboto3.Session()
-    async with session.client("s3", **client_options(config)) as client:
+    async with open_client(session, config) as client:
         paginator = client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=config.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
