@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # the same bytes as the compiled one.
 BOTH_MODES := tests/test_bsonjson.py tests/test_raw_input.py tests/test_encoder.py \
 	tests/test_formats.py tests/test_format_roundtrip.py tests/test_json.py tests/test_jsonl.py \
-	tests/test_fragments.py tests/test_typed_columns.py tests/test_bsonpath.py
+	tests/test_fragments.py tests/test_split_events.py tests/test_typed_columns.py tests/test_bsonpath.py
 
 # The compiled core is built by the editable install, so its sources are prerequisites too.
 $(STAMP): pyproject.toml setup.py rigatoni_s3/_bsonjson_c.pyx rigatoni_s3/_bsonjson_walk.h \

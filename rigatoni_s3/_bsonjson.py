@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rigatoni_s3._bsonjson_py import MAX_DEPTH, RawEnvelope, RowsBatch
+from rigatoni_s3._bsonjson_py import MAX_DEPTH, SPLIT_MARK, RawEnvelope, RowsBatch
 
 if TYPE_CHECKING:
     from rigatoni_s3._bsonjson_c import PathFinder as _PathFinder
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_DEPTH",
     "NATIVE",
+    "SPLIT_MARK",
     "PathFinder",
     "RawEnvelope",
     "RowsBatch",

@@ -40,6 +40,31 @@ cdef extern from *:
     int bj_generic_alloc(PyTypeObject *type)
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Whether a document's bytes hold "splitEvent", the mark of a fragment: memmem
+       where the C library has it, else a scan from each 's'. */
+    static int bj_holds_split_mark(const uint8_t *p, size_t n) {
+        static const char mark[] = "splitEvent";
+        const size_t m = sizeof(mark) - 1;
+    #if defined(__GLIBC__) || defined(__APPLE__) || defined(__FreeBSD__)
+        return n >= m && memmem(p, n, mark, m) != NULL;
+    #else
+        const uint8_t *end = p + n, *hit;
+        while ((size_t)(end - p) >= m) {
+            hit = (const uint8_t *)memchr(p, 's', (size_t)(end - p) - m + 1);
+            if (hit == NULL) return 0;
+            if (memcmp(hit, mark, m) == 0) return 1;
+            p = hit + 1;
+        }
+        return 0;
+    #endif
+    }
+    """
+    int bj_holds_split_mark(const uint8_t *p, size_t n) nogil
+
+
 cdef extern from "_bsonjson_walk.h" nogil:
     int BJ_OK
     int BJ_REJECT
@@ -363,6 +388,7 @@ cdef class _Walk:
     cdef const char *text_ptr
     cdef size_t *cuts
     cdef Py_ssize_t next_text  # the next double of ``text`` to splice in, in walk order
+    cdef bint may_split  # some document holds the bytes of ``SPLIT_MARK``
 
     def __cinit__(self, list docs, bint lines):
         cdef Py_ssize_t i
@@ -380,6 +406,8 @@ cdef class _Walk:
         with nogil:
             for i in range(self.n):
                 if ptrs[i] != NULL:
+                    if not self.may_split and bj_holds_split_mark(ptrs[i], sizes[i]):
+                        self.may_split = True
                     self.walker.ev = &self.events[i]
                     if bj_walk_event(&self.walker, ptrs[i], sizes[i]) == BJ_OK and lines:
                         bj_jsonl_head(&self.walker)
@@ -615,7 +643,9 @@ cdef object _rows_batch(documents, step, now_seconds, new_key, row_type, breaker
             last = i
             last_start, last_end = ev.span_start, ev.span_end
     last_span = None if last < 0 else (last, (last_start, last_end))
-    return _bsonjson_py.RowsBatch(positions, partitions, rows, rejected, last_span)
+    return _bsonjson_py.RowsBatch(
+        positions, partitions, rows, rejected, last_span, walk.may_split
+    )
 
 
 cdef object _envelope_row(

@@ -124,6 +124,16 @@ class RowsBatch(NamedTuple):
     """The position of each rejected event, and why."""
     last_span: tuple[int, tuple[int, int]] | None
     """The position and resume token span of the last accepted event that has one."""
+    may_hold_fragments: bool
+    """True when some document holds the bytes :data:`SPLIT_MARK`: it may be a fragment
+    of a split event, to be put together with the others before it is encoded. False
+    is certain: no document is one."""
+
+
+SPLIT_MARK = b"splitEvent"
+"""The top-level field that marks a fragment of a split event, as bytes: a document
+without them is no fragment (one with them may be: a nested field or a string of the
+same bytes matches too)."""
 
 
 def lines_batch(
@@ -164,7 +174,7 @@ def _rows_batch(
 ) -> RowsBatch:
     if step is not None and step <= 0:
         raise ValueError("step must be a positive number of seconds, or None")
-    batch = RowsBatch([], [], [], [], None)
+    batch = RowsBatch([], [], [], [], None, may_hold_fragments(documents))
     last_span = None
     for position, envelope in enumerate(convert_batch(documents, lines=row_type is None)):
         if breaker is not None and position % _BREAK_EVERY == _BREAK_EVERY - 1:
@@ -180,6 +190,16 @@ def _rows_batch(
         if span is not None:
             last_span = (position, span)
     return batch._replace(last_span=last_span)
+
+
+def may_hold_fragments(documents: Sequence[Document]) -> bool:
+    """Whether some document's bytes hold :data:`SPLIT_MARK`; those without bytes are
+    rejected anyway."""
+    for document in documents:
+        raw = raw_bytes(document)
+        if isinstance(raw, bytes) and SPLIT_MARK in raw:
+            return True
+    return False
 
 
 def place(

@@ -119,25 +119,25 @@ class Encoder:
                 self._encode_raw([cast(RawBson, events[i]) for i in raw_at], raw_at, now, rejected),
             )
             rejected.sort(key=lambda error: error.index or 0)
-        groups: dict[PartitionKey, tuple[list[Any], list[int]]] = {}
-        for partition, row, size in zip(part.partitions, part.rows, part.sizes, strict=True):
-            group = groups.get(partition)
-            if group is None:
-                groups[partition] = ([row], [size])
-            else:
-                group[0].append(row)
-                group[1].append(size)
-        return PreparedEvents(
-            {
-                partition: PartitionRows(group_rows, list(accumulate(sized)))
-                for partition, (group_rows, sized) in groups.items()
-            },
-            rejected,
-            len(part.rows),
-            sum(part.sizes),
-            None if part.last_token is None else part.last_token[1],
-            part.mismatches,
-        )
+        return _prepared(part, rejected)
+
+    def prepare_whole(self, events: Sequence[Event], now: datetime) -> PreparedEvents | None:
+        """:meth:`prepare` for a call of raw BSON events none of which is a fragment of a
+        split event; None for any other call, with nothing kept.
+
+        The walk that encodes raw events also looks for the bytes of ``splitEvent`` in
+        each, without the GIL, which saves a pass over the call before it: most calls
+        hold no fragment and are done here; the few that may hold one are put together
+        first (:func:`rigatoni_s3._fragments.reassemble`) and encoded again.
+        """
+        if not events or not is_raw_bson(events[0]):
+            return None
+        first = type(events[0])
+        if not all(type(event) is first for event in events) and not all(map(is_raw_bson, events)):
+            return None
+        rejected: list[EventError] = []
+        part = self._encode_raw(cast(Sequence[RawBson], events), range(len(events)), now, rejected)
+        return None if part.may_hold_fragments else _prepared(part, rejected)
 
     def _encode_decoded(
         self,
@@ -222,6 +222,7 @@ class Encoder:
             sizes,
             last_token,
             mismatches,
+            batch.may_hold_fragments,
         )
 
     def _encode_one_by_one(
@@ -305,6 +306,31 @@ class _Encoded:
     """Position and resume token of the last event that has one."""
     mismatches: int = 0
     """Typed values written as null for not fitting their column."""
+    may_hold_fragments: bool = True
+    """False when the walk of raw events found no ``splitEvent`` bytes in any of them."""
+
+
+def _prepared(part: _Encoded, rejected: list[EventError]) -> PreparedEvents:
+    """A call's rows grouped by partition, with running byte totals."""
+    groups: dict[PartitionKey, tuple[list[Any], list[int]]] = {}
+    for partition, row, size in zip(part.partitions, part.rows, part.sizes, strict=True):
+        group = groups.get(partition)
+        if group is None:
+            groups[partition] = ([row], [size])
+        else:
+            group[0].append(row)
+            group[1].append(size)
+    return PreparedEvents(
+        {
+            partition: PartitionRows(group_rows, list(accumulate(sized)))
+            for partition, (group_rows, sized) in groups.items()
+        },
+        rejected,
+        len(part.rows),
+        sum(part.sizes),
+        None if part.last_token is None else part.last_token[1],
+        part.mismatches,
+    )
 
 
 def _merged(first: _Encoded, second: _Encoded) -> _Encoded:

@@ -17,7 +17,10 @@ Fragments still waiting for the rest of their event come back as
 :class:`HeldFragments`, which the destination keeps for the next call; the function
 itself keeps nothing, so a call that is cancelled before it accepts simply drops its
 result. A batch without fragments costs one pass over the events and comes back as
-the same list.
+the same list. A call of raw events is spared even that pass when nothing is held:
+the encoder's walk looks for the same bytes without the GIL
+(:meth:`~rigatoni_s3._encoder.Encoder.prepare_whole`), and only a call where it finds
+them comes here.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from rigatoni_s3._bsonjson import SPLIT_MARK
 from rigatoni_s3._encoder import Event, is_raw_bson, raw_document
 from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3.errors import EventError, IncompleteEventError, InvalidEventError, _short
@@ -39,7 +43,7 @@ from rigatoni_s3.events import ChangeEvent
 SPLIT_KEY = "splitEvent"
 """The top-level field that marks a fragment."""
 
-_NEEDLE = b"splitEvent"
+_NEEDLE = SPLIT_MARK
 """Raw events without these bytes are no fragments (a search, in C, as fast as any
 Python-level look at one event, and it finds the field wherever it is)."""
 _search_needle = re.compile(re.escape(_NEEDLE)).search  # works on any byte buffer

@@ -309,6 +309,10 @@ class S3Destination:
         self, batch: list[Event], held: HeldFragments, now: datetime
     ) -> tuple[Reassembled, PreparedEvents]:
         """The thread-pool work of a call: split events put together, then encoded."""
+        if not held.fragments:  # raw events are looked at for fragments as they are encoded
+            prepared = self._encoder.prepare_whole(batch, now)
+            if prepared is not None:
+                return Reassembled(batch, None, [], held), prepared
         whole = reassemble(batch, held)
         return whole, self._encoder.prepare(whole.events, now)
 

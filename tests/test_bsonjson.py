@@ -424,9 +424,9 @@ def test_a_batch_equals_its_events_one_by_one(
 
 def expected_rows(
     impl: ModuleType, raws: list[Any], step: int | None, now_seconds: int, envelopes: bool
-) -> tuple[list[int], list[PartitionKey], list[Any], list[tuple[int, str]], Any]:
+) -> tuple[list[int], list[PartitionKey], list[Any], list[tuple[int, str]], Any, bool]:
     """What ``lines_batch`` (or ``envelopes_batch``) must give: ``impl``'s envelopes,
-    placed by the key rules. (How the reasons for rejecting malformed bytes are worded
+    placed by the key rules, and whether some input may be a fragment. (How the reasons for rejecting malformed bytes are worded
     differs between modes.)"""
     positions, partitions, rows, rejected, last = [], [], [], [], None
     for position, envelope in enumerate(impl.convert_batch(raws, lines=not envelopes)):
@@ -464,7 +464,16 @@ def expected_rows(
         rows.append(row)
         if envelope.resume_token_span is not None:
             last = (position, envelope.resume_token_span)
-    return positions, partitions, rows, rejected, last
+    return positions, partitions, rows, rejected, last, any(map(holds_split_mark, raws))
+
+
+def holds_split_mark(raw: Any) -> bool:
+    """Whether an input's bytes hold ``splitEvent`` anywhere; no bytes, no mark."""
+    data = getattr(raw, "raw", raw)
+    try:
+        return b"splitEvent" in bytes(memoryview(data).cast("B"))
+    except (TypeError, ValueError):
+        return False
 
 
 def assert_rows_batch(impl: ModuleType, raws: list[Any], step: int | None, now: int) -> None:

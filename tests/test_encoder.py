@@ -10,6 +10,7 @@ from typing import Any
 import bson
 import pytest
 from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,7 @@ from tests.helpers import (
     Unmappable,
     decode_records,
     event,
+    raw_event,
 )
 
 NOW = datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
@@ -181,3 +183,34 @@ def test_raw_events_partition_with_keys_partition_of(
     enc = Encoder(serializer_for(fmt, Compression.NONE), codec_for(Compression.NONE), strategy)
     prepared = enc.prepare([raw], NOW)
     assert list(prepared.partitions) == [partition_of(strategy, "users", decoded.cluster_time, NOW)]
+
+
+@pytest.mark.parametrize("fmt", [SerializationFormat.JSON, SerializationFormat.PARQUET])
+def test_a_raw_call_without_fragments_is_prepared_whole(fmt: SerializationFormat) -> None:
+    """Raw events none of which holds the bytes ``splitEvent`` are prepared as
+    ``prepare`` would, rejections included; any call that may hold a fragment (one
+    event that is, or only has a nested field of that name), a decoded call and a mixed
+    one come back as None, left to be put together first."""
+    strategy = next(iter(KeyGenerationStrategy))
+    enc = Encoder(serializer_for(fmt, Compression.NONE), codec_for(Compression.NONE), strategy)
+    changes = [raw_event(n, collection=("users", "orders")[n % 2]) for n in range(6)]
+    raws: list[Any] = [bson.encode(change) for change in changes]
+    raws[3] = RawBSONDocument(raws[3])
+    raws.insert(2, b"\x05\x00\x00\x00")  # malformed: rejected either way
+
+    def outcome(prepared: Any) -> Any:
+        rejected = [(error.index, str(error)) for error in prepared.rejected]
+        return prepared.partitions, rejected, prepared.accepted, prepared.nbytes
+
+    whole = enc.prepare_whole(raws, NOW)
+    assert whole is not None
+    assert outcome(whole) == outcome(enc.prepare(raws, NOW))
+    assert whole.accepted == 6
+    assert [error.index for error in whole.rejected] == [2]
+    fragment = {**changes[0], "splitEvent": {"fragment": 1, "of": 2}}
+    nested = {**changes[0], "fullDocument": {"splitEvent": True}}
+    for marked in (fragment, nested):
+        assert enc.prepare_whole([*raws, bson.encode(marked)], NOW) is None
+    assert enc.prepare_whole(changes, NOW) is None
+    assert enc.prepare_whole([*raws, changes[0]], NOW) is None
+    assert enc.prepare_whole([], NOW) is None

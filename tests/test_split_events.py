@@ -13,7 +13,7 @@ import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
 
-from rigatoni_s3 import S3Destination, SerializationFormat
+from rigatoni_s3 import S3Destination, SerializationFormat, destination
 from rigatoni_s3.errors import (
     BackpressureTimeout,
     IncompleteEventError,
@@ -287,3 +287,41 @@ async def test_a_split_event_larger_than_16_mib_is_written(
     assert record["full_document"]["notes"] == record["full_document"]["more"] == text
     assert record["update_description"]["updatedFields"]["notes"] == text
     assert record["resume_token"] == token(102)
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+async def test_a_raw_call_is_put_together_only_when_it_may_hold_fragments(
+    make_config: MakeConfig,
+    s3_client: Any,
+    bucket: str,
+    fmt: SerializationFormat,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A raw call without the bytes ``splitEvent`` skips the reassembly pass: the walk
+    looked for them. A raw call where they are only a nested field's name goes through
+    it and is written as it came, as the same events decoded are."""
+    passes: list[int] = []
+    real = destination.reassemble
+
+    def recording(events: Any, held: Any) -> Any:
+        passes.append(len(events))
+        return real(events, held)
+
+    monkeypatch.setattr(destination, "reassemble", recording)
+    nested = change(3)
+    nested["fullDocument"]["splitEvent"] = {"fragment": 1, "of": 2}  # not at the top
+    calls = [[change(1), change(2)], [nested, change(4)]]
+    async with S3Destination(make_config(format=fmt, prefix="raw")) as dest:
+        await dest.write_batch([raw(event) for event in calls[0]])
+        assert passes == []
+        await dest.write_batch([raw(event) for event in calls[1]])
+        assert passes == [2]
+    async with S3Destination(make_config(format=fmt, prefix="decoded")) as dest:
+        for call in calls:
+            await dest.write_batch(call)
+    [raw_key] = list_keys(s3_client, bucket, "raw/")
+    [decoded_key] = list_keys(s3_client, bucket, "decoded/")
+    assert read_body(s3_client, bucket, raw_key) == read_body(s3_client, bucket, decoded_key)
+    records = read_records(s3_client, bucket, raw_key)
+    assert [record["resume_token"] for record in records] == [token(n) for n in (1, 2, 3, 4)]
+    assert records[2]["full_document"]["splitEvent"] == {"fragment": 1, "of": 2}
