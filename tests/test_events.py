@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rigatoni_s3 import ChangeEvent
 from rigatoni_s3.errors import InvalidEventError
-from rigatoni_s3.events import cluster_time_of, fields_of
+from rigatoni_s3.events import cluster_time_of, fields_of, naive_as_utc, utc_second
 
 
 class Timestamp:
@@ -198,3 +200,35 @@ def test_utc_seconds_stays_small() -> None:
         cache(second)
     assert cache(0) is not kept
     assert len(cache._seen) <= UtcSeconds.LIMIT
+
+
+@given(st.datetimes(), st.booleans())
+def test_naive_as_utc_equals_replace(value: datetime, fold: bool) -> None:
+    """The arithmetic that makes a naive time aware gives what ``replace`` gives."""
+    value = value.replace(fold=int(fold))
+    made = naive_as_utc(value)
+    assert made == value.replace(tzinfo=UTC)
+    assert made.tzinfo is UTC
+    assert made.isoformat() == value.replace(tzinfo=UTC).isoformat()
+
+
+@given(st.integers(-62135596800 - 2, 253402300799 + 2))
+def test_utc_second_equals_fromtimestamp(seconds: int) -> None:
+    """Whole seconds by arithmetic are ``fromtimestamp``'s datetimes, and beyond years
+    1 to 9999 fail as it does, saying the same."""
+    expected: datetime | Exception
+    try:
+        expected = datetime.fromtimestamp(seconds, tz=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        expected = exc
+    made: datetime | Exception
+    try:
+        made = utc_second(seconds)
+    except (ValueError, OverflowError, OSError) as exc:
+        made = exc
+    if isinstance(expected, Exception):
+        assert (type(made), str(made)) == (type(expected), str(expected))
+    else:
+        assert made == expected
+        assert isinstance(made, datetime)
+        assert made.tzinfo is UTC

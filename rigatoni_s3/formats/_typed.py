@@ -33,6 +33,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from rigatoni_s3.columns import Column
+from rigatoni_s3.events import naive_as_utc
 from rigatoni_s3.formats._envelope import EnvelopeRow
 from rigatoni_s3.formats._json import decimal128_text, dumps, iso_utc, kept
 
@@ -139,7 +140,7 @@ def to_timestamp(value: Any) -> Any:
     if not isinstance(value, datetime):
         return MISMATCH  # pymongo's DatetimeMS too: a date beyond datetime's years 1..9999
     if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+        return naive_as_utc(value)
     try:
         return value.astimezone(UTC)
     except OverflowError:  # an offset that moves it past year 1 or 9999
