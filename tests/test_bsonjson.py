@@ -975,3 +975,29 @@ def test_json_lines_rows_agree(impl: ModuleType, changes: list[dict[str, Any]]) 
         else:
             assert full.line is not None
             assert bare == full._replace(line=None)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"splitEvent",
+        b"xsplitEvent",
+        b"splitEventx",
+        b"EEEEEsplitEvenEt",
+        b"plitEvent",
+        b"splitEven",
+        b"splitEvenT",
+        b"EsplitEveEnt" + b"E" * 20,
+        b"\x00" * 40 + b"splitEvent",
+        b"E" * 64,
+        b"",
+        bytes(memoryview(bson.encode({"splitEvent": {"fragment": 1, "of": 2}}))),
+    ],
+)
+def test_the_fragment_mark_is_found_anywhere_in_the_bytes(impl: ModuleType, raw: bytes) -> None:
+    """Whatever the bytes (the mark at either end, near misses, no document at all),
+    a batch may hold fragments exactly when ``splitEvent`` occurs in one of them."""
+    plain = bson.encode({"operationType": "insert"})
+    for batch in ([raw], [plain, raw], [raw, plain, memoryview(raw)]):
+        found = impl.lines_batch(batch, None, 0, new_partition_key).may_hold_fragments
+        assert found == (b"splitEvent" in raw)
