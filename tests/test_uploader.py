@@ -283,9 +283,7 @@ def test_unread_params_are_those_no_rule_names() -> None:
 
 
 @pytest.mark.parametrize(("key_is_read", "kept"), [(False, False), (True, True)])
-def test_only_parameters_the_ruleset_never_reads_are_dropped(
-    key_is_read: bool, kept: bool
-) -> None:
+def test_only_parameters_the_ruleset_never_reads_are_dropped(key_is_read: bool, kept: bool) -> None:
     """``Key`` is still passed to a ruleset that reads it; ``Prefix``, unread, is not."""
     url = "https://{Bucket}.example/{Key}" if key_is_read else "https://{Bucket}.example"
     ruleset = {
