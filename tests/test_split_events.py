@@ -13,7 +13,7 @@ import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
 
-from rigatoni_s3 import S3Destination, SerializationFormat, destination
+from rigatoni_s3 import S3Destination, SerializationFormat, _fragments
 from rigatoni_s3.errors import (
     BackpressureTimeout,
     IncompleteEventError,
@@ -301,13 +301,13 @@ async def test_a_raw_call_is_put_together_only_when_it_may_hold_fragments(
     looked for them. A raw call where they are only a nested field's name goes through
     it and is written as it came, as the same events decoded are."""
     passes: list[int] = []
-    real = destination.reassemble
+    real = _fragments.reassemble
 
     def recording(events: Any, held: Any) -> Any:
         passes.append(len(events))
         return real(events, held)
 
-    monkeypatch.setattr(destination, "reassemble", recording)
+    monkeypatch.setattr("rigatoni_s3.destination.reassemble", recording)
     nested = change(3)
     nested["fullDocument"]["splitEvent"] = {"fragment": 1, "of": 2}  # not at the top
     calls = [[change(1), change(2)], [nested, change(4)]]
