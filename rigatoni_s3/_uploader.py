@@ -95,7 +95,7 @@ def client_options(config: S3Config) -> dict[str, Any]:
 async def open_client(session: Any, config: S3Config) -> AsyncIterator[Any]:
     """An aioboto3 S3 client for ``config``, which resolves its endpoint once per bucket."""
     async with session.client("s3", **client_options(config)) as client:
-        _resolve_endpoints_per_bucket(client)
+        await _resolve_endpoints_per_bucket(client)
         yield client
 
 
@@ -103,7 +103,7 @@ UNREAD_ENDPOINT_PARAMS = frozenset({"Key", "Prefix", "CopySource"})
 """Parameters S3's endpoint ruleset declares but, so far, never reads."""
 
 
-def _resolve_endpoints_per_bucket(client: Any) -> None:
+async def _resolve_endpoints_per_bucket(client: Any) -> None:
     """Let botocore's endpoint cache serve every key of a bucket.
 
     botocore caches the endpoint ruleset's answer keyed by all of its parameters, and
@@ -112,7 +112,8 @@ def _resolve_endpoints_per_bucket(client: Any) -> None:
     the parameters no rule reads cannot change the answer; botocore releases after
     boto/botocore#3692 drop them themselves, and aiobotocore pins an older one. The
     ruleset loaded is checked first, and the client's private attributes are read
-    defensively: where either says no, the client is left as botocore made it.
+    defensively: where either says no, the client is left as botocore made it. Reading
+    the ruleset takes a few milliseconds, in a worker thread.
     """
     try:
         provider = client._ruleset_resolver._provider
@@ -122,7 +123,7 @@ def _resolve_endpoints_per_bucket(client: Any) -> None:
         resolve = provider.resolve_endpoint
     except Exception:  # another botocore layout: keep its behaviour
         return
-    unread = unread_params(ruleset) & UNREAD_ENDPOINT_PARAMS
+    unread = await asyncio.to_thread(unread_params, ruleset) & UNREAD_ENDPOINT_PARAMS
     if not unread:
         return
 
@@ -237,6 +238,20 @@ class S3Uploader:
         self._options = options or {}
         self._checksum = checksum
         """One of :data:`COMPUTED_CHECKSUMS`, computed here for every body; or None."""
+
+    @classmethod
+    def for_config(cls, client: Any, bucket: str, run: Runner, config: S3Config) -> S3Uploader:
+        """An uploader to ``bucket`` with ``config``'s multipart sizes, object options and
+        checksum."""
+        return cls(
+            client,
+            bucket,
+            run,
+            multipart_threshold=config.multipart_threshold,
+            part_size=config.multipart_part_size,
+            options=object_options(config),
+            checksum=computed_checksum(config),
+        )
 
     async def write(self, key: str, obj: EncodedObject, *, attempts_before: int = 0) -> int:
         """Store ``obj`` at ``key`` unless it is already there.

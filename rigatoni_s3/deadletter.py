@@ -30,12 +30,7 @@ import attrs
 
 from rigatoni_s3._encoder import EncodedObject
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import (
-    S3Uploader,
-    computed_checksum,
-    object_options,
-    open_client,
-)
+from rigatoni_s3._uploader import S3Uploader, open_client
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import UploadError
 
@@ -119,15 +114,7 @@ async def replay_dead_letters(
     session = session or aioboto3.Session()
     async with open_client(session, config) as client:
         for letter in load_dead_letters(directory):
-            uploader = S3Uploader(
-                client,
-                letter.bucket,
-                retry.run,
-                multipart_threshold=config.multipart_threshold,
-                part_size=config.multipart_part_size,
-                options=object_options(config),
-                checksum=computed_checksum(config),
-            )
+            uploader = S3Uploader.for_config(client, letter.bucket, retry.run, config)
             body = await asyncio.to_thread(letter.object_path.read_bytes)
             obj = EncodedObject(
                 body, letter.content_type, letter.content_encoding, letter.events, len(body)

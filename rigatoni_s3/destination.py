@@ -46,12 +46,7 @@ from rigatoni_s3._flusher import Flusher
 from rigatoni_s3._fragments import NOTHING_HELD, HeldFragments, Reassembled, reassemble
 from rigatoni_s3._progress import DeliveryProgress
 from rigatoni_s3._retry import RetryPolicy
-from rigatoni_s3._uploader import (
-    S3Uploader,
-    computed_checksum,
-    object_options,
-    open_client,
-)
+from rigatoni_s3._uploader import S3Uploader, open_client
 from rigatoni_s3.compression import codec_for
 from rigatoni_s3.config import S3Config
 from rigatoni_s3.errors import (
@@ -177,7 +172,7 @@ class S3Destination:
                 return
             session = self._session or aioboto3.Session()
             client = await self._stack.enter_async_context(open_client(session, self.config))
-            uploader = S3Uploader(
+            uploader = S3Uploader.for_config(
                 client,
                 self.config.bucket,
                 RetryPolicy(
@@ -185,10 +180,7 @@ class S3Destination:
                     self.config.retry_base_delay,
                     self.config.retry_max_delay,
                 ).run,
-                multipart_threshold=self.config.multipart_threshold,
-                part_size=self.config.multipart_part_size,
-                options=object_options(self.config),
-                checksum=computed_checksum(self.config),
+                self.config,
             )
             try:
                 if self.config.check_conditional_writes:

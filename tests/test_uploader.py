@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -297,7 +298,7 @@ def test_only_parameters_the_ruleset_never_reads_are_dropped(key_is_read: bool, 
         _loader=SimpleNamespace(load_service_model=lambda *_, **__: ruleset),
         meta=SimpleNamespace(service_model=SimpleNamespace(api_version="2006-03-01")),
     )
-    _uploader._resolve_endpoints_per_bucket(client)
+    asyncio.run(_uploader._resolve_endpoints_per_bucket(client))
     provider.resolve_endpoint(Bucket="b", Key="k", Prefix="p")
     assert seen == [{"Bucket": "b", "Key": "k"} if kept else {"Bucket": "b"}]
 
