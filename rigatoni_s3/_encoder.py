@@ -102,11 +102,7 @@ class Encoder:
         """
         rejected: list[EventError] = []
         count = len(events)
-        first = type(events[0]) if count else dict
-        if all(type(event) is first for event in events):  # one kind of event: the usual call
-            raw_at: Sequence[int] = range(count) if count and is_raw_bson(events[0]) else ()
-        else:
-            raw_at = [index for index, event in enumerate(events) if is_raw_bson(event)]
+        raw_at = _raw_positions(events)
         if not raw_at:
             part = self._encode_decoded(events, range(count), now, rejected)
         elif len(raw_at) == count:
@@ -130,10 +126,7 @@ class Encoder:
         hold no fragment and are done here; the few that may hold one are put together
         first (:func:`rigatoni_s3._fragments.reassemble`) and encoded again.
         """
-        if not events or not is_raw_bson(events[0]):
-            return None
-        first = type(events[0])
-        if not all(type(event) is first for event in events) and not all(map(is_raw_bson, events)):
+        if not events or not is_raw_bson(events[0]) or len(_raw_positions(events)) < len(events):
             return None
         rejected: list[EventError] = []
         part = self._encode_raw(cast(Sequence[RawBson], events), range(len(events)), now, rejected)
@@ -269,6 +262,16 @@ Event = ChangeEvent | Mapping[str, Any] | bytes | bytearray | memoryview
 as raw BSON (``RawBSONDocument`` is a Mapping)."""
 
 RawBson = bytes | bytearray | memoryview | Mapping[str, Any]
+
+
+def _raw_positions(events: Sequence[Event]) -> Sequence[int]:
+    """Where the raw BSON events of a call are; a call of one kind of event (the usual
+    one) is answered by its first."""
+    count = len(events)
+    first = type(events[0]) if count else dict
+    if all(type(event) is first for event in events):
+        return range(count) if count and is_raw_bson(events[0]) else ()
+    return [index for index, event in enumerate(events) if is_raw_bson(event)]
 
 
 def is_raw_bson(event: object) -> bool:

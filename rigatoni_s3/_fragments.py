@@ -43,10 +43,9 @@ from rigatoni_s3.events import ChangeEvent
 SPLIT_KEY = "splitEvent"
 """The top-level field that marks a fragment."""
 
-_NEEDLE = SPLIT_MARK
-"""Raw events without these bytes are no fragments (a search, in C, as fast as any
-Python-level look at one event, and it finds the field wherever it is)."""
-_search_needle = re.compile(re.escape(_NEEDLE)).search  # works on any byte buffer
+# Raw events without the bytes of SPLIT_MARK are no fragments (a search, in C, as fast as
+# any Python-level look at one event, and it finds the field wherever it is).
+_search_needle = re.compile(re.escape(SPLIT_MARK)).search  # works on any byte buffer
 _raw_of = attrgetter("raw")
 _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
@@ -267,7 +266,7 @@ def _dicts_may_hold(events: Sequence[Any]) -> bool:
 
 
 def _bytes_may_hold(events: Sequence[Any]) -> bool:
-    return any(map(bytes.count, events, repeat(_NEEDLE)))
+    return any(map(bytes.count, events, repeat(SPLIT_MARK)))
 
 
 def _views_may_hold(events: Sequence[Any]) -> bool:
@@ -275,7 +274,7 @@ def _views_may_hold(events: Sequence[Any]) -> bool:
 
 
 def _documents_may_hold(events: Sequence[Any]) -> bool:
-    return any(map(bytes.count, map(_raw_of, events), repeat(_NEEDLE)))
+    return any(map(bytes.count, map(_raw_of, events), repeat(SPLIT_MARK)))
 
 
 def _each_may_hold(events: Sequence[Any]) -> bool:

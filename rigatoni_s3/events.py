@@ -172,7 +172,7 @@ def fields_of(
                 wall_time = event.get("wallTime")
                 if wall_time is not None:
                     wall_time = (
-                        _EPOCH_UTC + (wall_time - _EPOCH)
+                        naive_as_utc(wall_time)
                         if type(wall_time) is datetime and wall_time.tzinfo is None
                         else wall_time_of(wall_time)
                     )
