@@ -315,12 +315,23 @@ scalars = st.one_of(
 keys = st.text(NO_NUL, max_size=6)
 
 
+_DBREF_PARAMETERS = ("collection", "id", "database")
+"""Names DBRef takes as arguments: extra fields by these names cannot be passed."""
+
+
 def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         st.lists(children, max_size=4),
         st.dictionaries(keys, children, max_size=4),
         st.tuples(st.text(max_size=4), children, st.dictionaries(keys, children, max_size=2)).map(
-            lambda t: DBRef(t[0], t[1], None, **{k: v for k, v in t[2].items() if k.isidentifier()})
+            lambda t: DBRef(
+                t[0],
+                t[1],
+                None,
+                **{
+                    k: v for k, v in t[2].items() if k.isidentifier() and k not in _DBREF_PARAMETERS
+                },
+            )
         ),
         st.tuples(
             st.sampled_from(["c", 1, None]), children, st.sampled_from(["db", None, 2, ...])
