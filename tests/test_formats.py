@@ -296,6 +296,46 @@ def test_parquet_row_groups_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     assert [r["document_key"]["_id"] for r in decode_records("x.parquet", body)] == list(range(250))
 
 
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(
+                timezones=st.sampled_from(
+                    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))]
+                )
+            ),
+        ),
+        min_size=1,
+    )
+)
+def test_parquet_timestamp_columns_convert_as_pyarrow_does(times: list[datetime | None]) -> None:
+    """The timestamp conversion through distances from the epoch gives pyarrow's array,
+    with nulls, offsets other than UTC and the ends of the datetime range."""
+    kind = parquet_format.TIMESTAMP
+    expected = pa.array(times, type=kind)
+    converted = parquet_format._timestamp_array(times, kind)
+    assert converted.type == kind
+    assert converted.equals(expected)
+    if None not in times:
+        assert converted.to_pylist() == times
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(), st.text().map(lambda text: json.dumps(text, ensure_ascii=False).encode())
+        )
+    )
+)
+def test_parquet_json_columns_convert_as_pyarrow_does(values: list[bytes | None]) -> None:
+    """JSON taken as binary and viewed as strings is pyarrow's own string array."""
+    converted = parquet_format._json_array(values, pa.string())
+    assert converted.type == pa.string()
+    assert converted.equals(pa.array(values, type=pa.string()))
+
+
 # -- Avro specifics ------------------------------------------------------------------------
 
 
