@@ -590,6 +590,33 @@ def test_csv_records_are_what_the_csv_module_writes(rows: list[EnvelopeRow]) -> 
     assert serializer_for(CSV, Compression.NONE).serialize(rows) == expected
 
 
+def test_csv_records_of_many_slices_are_what_the_csv_module_writes() -> None:
+    """Fields are made a slice of rows at a time: across slices, with columns empty in
+    some slices only and times off UTC in one, records are still the csv module's."""
+    base = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
+    rows = [
+        EnvelopeRow(
+            "insert" if n % 3 else "update",
+            "db",
+            f"c{n % 4}",
+            base + timedelta(seconds=n // 7),
+            b'{"_id":%d}' % n,
+            None if n % 5 == 0 else b'{"a":"x,y","n":%d}' % n,
+            None if n < 700 else b"{}",
+            b'{"_data":"%d"}' % n,
+            None,
+            None if n % 11 == 0 else base + timedelta(microseconds=n * 1001),
+            n,
+            None,
+            None if n != 1200 else b'{"k":1}',
+        )
+        for n in range(1300)
+    ]
+    rows[900] = rows[900]._replace(wall_time=base.astimezone(timezone(timedelta(hours=3))))
+    expected = _csv_module_text(rows, ENVELOPE_COLUMNS)
+    assert serializer_for(CSV, Compression.NONE).serialize(rows) == expected
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     rows=st.lists(st.tuples(_ENVELOPES, st.tuples(_TEXTS, _TEXTS)), max_size=5),
