@@ -42,12 +42,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any, cast
 
 import fastavro
 
-from rigatoni_s3._gil import with_gil_breaks
+from rigatoni_s3._gil import GilBreaker
 from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
@@ -155,9 +159,12 @@ class AvroSerializer:
         self.columns: Mapping[str, Column] = dict(columns or {})
         schema = schema_with(self.columns)
         self._schema = fastavro.parse_schema(schema) if self.columns else _PARSED_SCHEMA
-        self._typed_fields = _fields(
-            schema["fields"][len(ENVELOPE_COLUMNS) :],
-            {name for name, column in self.columns.items() if column.kind == "json"},
+        self._fields = _fields(
+            schema["fields"],
+            {
+                *JSON_COLUMNS,
+                *(name for name, column in self.columns.items() if column.kind == "json"),
+            },
         )
 
     def encode_event(self, event: EventFields) -> tuple[EnvelopeRow, int]:
@@ -182,10 +189,10 @@ class AvroSerializer:
         if self.columns:
             typed = cast(Sequence[TypedRow], rows)
             envelopes: Sequence[EnvelopeRow] = [row.envelope for row in typed]
-            records = self._typed_records(typed)
+            records = _records(self._fields, [row.envelope + row.values for row in typed])
         else:
             envelopes = cast(Sequence[EnvelopeRow], rows)
-            records = _records(envelopes)
+            records = _records(_ENVELOPE_FIELDS, envelopes)
         out = io.BytesIO()
         fastavro.writer(
             out,
@@ -196,12 +203,6 @@ class AvroSerializer:
             codec_compression_level=self._level,
         )
         return out.getvalue()
-
-    def _typed_records(self, rows: Sequence[TypedRow]) -> Iterator[dict[str, Any]]:
-        fields = self._typed_fields
-        for record, row in zip(_records([row.envelope for row in rows]), rows, strict=True):
-            record.update(_record(fields, row.values))
-            yield record
 
 
 _Field = tuple[str, str | None, bool]
@@ -225,19 +226,52 @@ def _fields(fields: Sequence[Mapping[str, Any]], json: set[str]) -> list[_Field]
 _ENVELOPE_FIELDS = _fields(SCHEMA["fields"], set(JSON_COLUMNS))
 
 
-def _record(fields: list[_Field], values: Sequence[Any]) -> dict[str, Any]:
-    """One record in fastavro's tuple notation: each non-null union value names its
+def _column(field: _Field, values: Sequence[Any]) -> Iterable[Any]:
+    """One field's values as fastavro takes them: each non-null union value names its
     branch, so fastavro writes it without trying the union's types in turn (most of
-    its time per record otherwise). The bytes are the same either way."""
-    record: dict[str, Any] = {}
-    for (name, branch, is_json), value in zip(fields, values, strict=True):
-        if value is None or branch is None:
-            record[name] = value
-        elif is_json:  # fastavro wants str for Avro strings; the JSON is valid UTF-8
-            record[name] = (branch, value.decode())
-        else:
-            record[name] = (branch, value)
-    return record
+    its time per record otherwise); the bytes are the same either way. JSON becomes
+    ``str``, which fastavro wants for Avro strings (the JSON is valid UTF-8), and times
+    become epoch microseconds, which fastavro would otherwise work out value by value."""
+    _, branch, is_json = field
+    if branch is None:
+        return values
+    nulls = values.count(None)
+    if nulls == len(values):  # a field most events leave empty
+        return repeat(None, nulls)
+    if is_json:
+        values = (
+            list(map(bytes.decode, values))
+            if not nulls
+            else [None if value is None else value.decode() for value in values]
+        )
+    elif not nulls and branch == "long" and isinstance(values[0], datetime):
+        with suppress(TypeError):  # a naive datetime: fastavro converts it itself
+            values = list(map(floordiv, map(sub, values, repeat(_EPOCH)), repeat(_MICROSECOND)))
+    if not nulls:
+        return zip(repeat(branch), values)
+    return [None if value is None else (branch, value) for value in values]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_SLICE_ROWS = 512
+"""Rows whose values are converted together, a field at a time."""
+
+
+def _records(fields: list[_Field], rows: Sequence[Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    """The records of ``rows`` (envelopes, or envelopes with their typed values after),
+    made a field at a time over slices of rows, so that most of the work runs in
+    C-level loops rather than a Python step per value."""
+    names = [name for name, _, _ in fields]
+    breaker = GilBreaker()
+    for start in range(0, len(rows), _SLICE_ROWS):
+        values = []
+        for field, column in zip(
+            fields, zip(*rows[start : start + _SLICE_ROWS], strict=True), strict=True
+        ):
+            values.append(_column(field, column))
+            breaker()
+        yield from map(dict, map(zip, repeat(names), zip(*values, strict=True)))
 
 
 def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:
@@ -275,9 +309,3 @@ def _check_codec(codec: str) -> None:
             f"fastavro cannot write the {codec!r} Avro codec ({exc}); "
             "install it with: pip install 'fastavro[zstandard]'",
         ) from exc
-
-
-def _records(rows: Sequence[EnvelopeRow]) -> Iterator[dict[str, Any]]:
-    # The times stay datetimes: fastavro turns aware datetimes into epoch microseconds.
-    for row in with_gil_breaks(rows):
-        yield _record(_ENVELOPE_FIELDS, row)
