@@ -25,8 +25,9 @@ from rigatoni_s3.errors import ConfigError, SerializationError
 from rigatoni_s3.events import ChangeEvent, EventFields, fields_of
 from rigatoni_s3.formats import Serializer, serializer_for
 from rigatoni_s3.formats import avro as avro_format
+from rigatoni_s3.formats import csv as csv_format
 from rigatoni_s3.formats import parquet as parquet_format
-from rigatoni_s3.formats._envelope import ENVELOPE_COLUMNS, EnvelopeRow
+from rigatoni_s3.formats._envelope import ENVELOPE_COLUMNS, EnvelopeRow, envelope_size
 from rigatoni_s3.formats._json import iso_utc
 from rigatoni_s3.formats._typed import TypedRow
 from rigatoni_s3.formats.csv import CsvSerializer
@@ -834,6 +835,31 @@ def test_row_size_estimates_the_written_bytes(fmt: SerializationFormat) -> None:
     estimated = sum(size for _, size in encoded)
     actual = len(serializer.serialize([row for row, _ in encoded]))
     assert 0.85 < estimated / actual < 1.2, (estimated, actual)
+
+
+@pytest.mark.parametrize("fmt", TABULAR)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(ANY_EVENT, max_size=6), rows=st.lists(_ENVELOPES, max_size=6))
+def test_sizes_of_many_rows_are_the_sizes_of_each(
+    fmt: SerializationFormat, events: list[EventFields], rows: list[EnvelopeRow]
+) -> None:
+    """Sizes worked out a column at a time, for decoded events and for envelope rows,
+    are what one event or one row at a time gives."""
+    serializer = serializer_for(fmt, Compression.NONE)
+    accepted = []
+    for e in events:
+        try:
+            accepted.append(serializer.encode_event(e))
+        except SerializationError:
+            continue
+    if len(accepted) == len(events):
+        assert serializer.encode_events(events) == (
+            [row for row, _ in accepted],
+            [size for _, size in accepted],
+        )
+    quoting = csv_format._quoting if fmt is CSV else (lambda row: 0)
+    expected = [envelope_size(row) + quoting(row) for row in rows]
+    assert serializer.encode_envelopes(rows) == (rows, expected)
 
 
 # -- generated documents -------------------------------------------------------------------

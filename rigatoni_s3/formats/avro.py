@@ -51,7 +51,7 @@ from typing import Any, cast
 
 import fastavro
 
-from rigatoni_s3._gil import GilBreaker
+from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
@@ -63,7 +63,7 @@ from rigatoni_s3.formats._envelope import (
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    envelope_size,
+    envelope_sizes,
 )
 from rigatoni_s3.formats._typed import TypedRow, typed_rows
 
@@ -179,7 +179,7 @@ class AvroSerializer:
         self, envelopes: Sequence[EnvelopeRow]
     ) -> tuple[list[EnvelopeRow], list[int]]:
         """The envelopes are the rows already; only their sizes are counted."""
-        return list(envelopes), [envelope_size(row) for row in envelopes]
+        return list(envelopes), envelope_sizes(envelopes)
 
     with_columns = staticmethod(typed_rows)
     """Rows holding their typed values; sizes count text as its length, others as 8."""
@@ -254,7 +254,7 @@ def _column(field: _Field, values: Sequence[Any]) -> Iterable[Any]:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_SLICE_ROWS = 512
+_SLICE_ROWS = 256
 """Rows whose values are converted together, a field at a time."""
 
 
@@ -271,7 +271,9 @@ def _records(fields: list[_Field], rows: Sequence[Sequence[Any]]) -> Iterator[di
         ):
             values.append(_column(field, column))
             breaker()
-        yield from map(dict, map(zip, repeat(names), zip(*values, strict=True)))
+        # fastavro writes each record as it comes, holding the GIL: a hand-over now and
+        # then lets the event loop's thread run between them.
+        yield from with_gil_breaks(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
 
 
 def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:
