@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from operator import add
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from rigatoni_s3._gil import with_gil_breaks
 from rigatoni_s3.errors import SerializationError
@@ -57,13 +56,6 @@ JSON_COLUMNS = (
     "extra",
 )
 """The columns that hold JSON, in the order :func:`envelope_rows` writes them."""
-
-_TEXT_COLUMNS = [
-    at
-    for at, name in enumerate(ENVELOPE_COLUMNS)
-    if name in ("operation", "database", "collection", *JSON_COLUMNS)
-]
-"""Where the columns are whose text a row's size counts."""
 
 _ROW_OVERHEAD = 32
 """Bytes a row costs beyond its text: the two timestamps, the increment, offsets or
@@ -168,62 +160,37 @@ def envelope_rows(events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], lis
         )
     )
     json = [None if document is None else next(pieces) for document in documents]
-    if not heads:
-        return [], []
-    operations, databases, collections, cluster_times, wall_times, increments = zip(
-        *heads, strict=True
-    )
-    keys, fulls, updates, tokens, befores, transactions, extras = (
-        json[at::width] for at in range(width)
-    )
-    rows = list(
-        map(
-            new_envelope_row,
-            zip(
-                operations,
-                databases,
-                collections,
-                cluster_times,
-                keys,
-                fulls,
-                updates,
-                tokens,
-                befores,
-                wall_times,
-                increments,
-                transactions,
-                extras,
-                strict=True,
-            ),
+    rows: list[EnvelopeRow] = []
+    sizes: list[int] = []
+    each = iter(json)
+    for head, key, full, update, token, before, transaction, extra in zip(
+        heads, each, each, each, each, each, each, each, strict=True
+    ):
+        operation, database, collection, cluster_time, wall_time, increment = head
+        row = new_envelope_row(
+            (
+                operation,
+                database,
+                collection,
+                cluster_time,
+                key,
+                full,
+                update,
+                token,
+                before,
+                wall_time,
+                increment,
+                transaction,
+                extra,
+            )
         )
-    )
-    texts = (operations, databases, collections, keys, fulls, updates, tokens, befores)
-    return rows, text_sizes((*texts, transactions, extras))
-
-
-def envelope_sizes(rows: Sequence[EnvelopeRow]) -> list[int]:
-    """:func:`envelope_size` of each row, worked out a column at a time."""
-    if not rows:
-        return []
-    columns = list(zip(*rows, strict=True))
-    return text_sizes([columns[at] for at in _TEXT_COLUMNS])
-
-
-def text_sizes(columns: Sequence[Sequence[str | bytes | None]]) -> list[int]:
-    """The size of each row as :func:`envelope_size` counts it, from its text columns:
-    the lengths are added a column at a time in C-level loops, not a field at a time."""
-    sizes = [_ROW_OVERHEAD] * len(columns[0])
-    for column in columns:
-        nulls = column.count(None)
-        if nulls == len(column):
-            continue
-        lengths = (
-            map(len, cast("Sequence[str | bytes]", column))  # no nulls in it
-            if not nulls
-            else [0 if text is None else len(text) for text in column]
-        )
-        sizes = list(map(add, sizes, lengths))
-    return sizes
+        rows.append(row)
+        size = _ROW_OVERHEAD + len(operation)
+        for part in (database, collection, key, full, update, token, before, transaction, extra):
+            if part is not None:
+                size += len(part)
+        sizes.append(size)
+    return rows, sizes
 
 
 def checked_head(

@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import repeat
-from operator import add
 from typing import Any, cast
 
 import orjson
@@ -41,7 +40,7 @@ from rigatoni_s3.formats._envelope import (
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    envelope_sizes,
+    envelope_size,
 )
 from rigatoni_s3.formats._json import iso_utc
 from rigatoni_s3.formats._typed import TypedRow, text_of
@@ -69,13 +68,13 @@ class CsvSerializer:
     def encode_events(self, events: Sequence[EventFields]) -> tuple[list[EnvelopeRow], list[int]]:
         """Rows and sizes of all ``events``; raises if one of them cannot be encoded."""
         rows, sizes = envelope_rows(events)
-        return rows, list(map(add, sizes, _quotings(rows)))
+        return rows, [size + _quoting(row) for row, size in zip(rows, sizes, strict=True)]
 
     def encode_envelopes(
         self, envelopes: Sequence[EnvelopeRow]
     ) -> tuple[list[EnvelopeRow], list[int]]:
         """The envelopes are the rows already; their sizes count CSV's quotes."""
-        return list(envelopes), list(map(add, envelope_sizes(envelopes), _quotings(envelopes)))
+        return list(envelopes), [envelope_size(row) + _quoting(row) for row in envelopes]
 
     def with_columns(
         self, rows: list[EnvelopeRow], sizes: list[int], values: Sequence[tuple[Any, ...]]
@@ -109,26 +108,6 @@ def _quoting(row: EnvelopeRow) -> int:
         document: bytes | None = row[at]  # type: ignore[assignment]  # a JSON column
         if document is not None:
             extra += 2 + document.count(_QUOTE)
-    return extra
-
-
-def _quotings(rows: Sequence[EnvelopeRow]) -> list[int]:
-    """:func:`_quoting` of each row, worked out a column at a time."""
-    extra = [0] * len(rows)
-    if not rows:
-        return extra
-    columns = list(zip(*rows, strict=True))
-    for at in _JSON:
-        documents: tuple[bytes | None, ...] = columns[at]
-        nulls = documents.count(None)
-        if nulls == len(documents):
-            continue
-        quoting = (
-            map(add, map(bytes.count, documents, repeat(b'"')), repeat(2))  # type: ignore[arg-type]
-            if not nulls
-            else [0 if document is None else 2 + document.count(_QUOTE) for document in documents]
-        )
-        extra = list(map(add, extra, quoting))
     return extra
 
 

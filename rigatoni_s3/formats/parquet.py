@@ -64,7 +64,7 @@ from rigatoni_s3.formats._envelope import (
     EnvelopeRow,
     envelope_row,
     envelope_rows,
-    envelope_sizes,
+    envelope_size,
 )
 from rigatoni_s3.formats._typed import TypedRow, typed_rows
 
@@ -213,7 +213,7 @@ class ParquetSerializer:
         self, envelopes: Sequence[EnvelopeRow]
     ) -> tuple[list[EnvelopeRow], list[int]]:
         """The envelopes are the rows already; only their sizes are counted."""
-        return list(envelopes), envelope_sizes(envelopes)
+        return list(envelopes), [envelope_size(row) for row in envelopes]
 
     with_columns = staticmethod(typed_rows)
     """Rows holding their typed values; sizes count text as its length, others as 8."""
