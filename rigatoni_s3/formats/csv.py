@@ -142,8 +142,8 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[bytes]:
 
     The fields are made a column at a time, over a slice of rows, so that most of
     the work runs in C-level loops (``map``, ``zip``, ``bytes.join``) rather than a
-    Python step per field. Texts and times are made once per distinct value in a
-    slice: events share collections, and often a cluster second.
+    Python step per field. Names and increments are made once per distinct value in
+    a slice (events share collections); times are written by orjson, a column at once.
     """
     breaker = GilBreaker()
     for start in range(0, len(rows), _SLICE_ROWS):
