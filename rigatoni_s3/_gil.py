@@ -41,9 +41,10 @@ class GilBreaker:
             self._since = time.perf_counter()
 
 
-def with_gil_breaks(items: Iterable[T]) -> Iterator[T]:
-    """``items``, with a :class:`GilBreaker` looking at the clock every ``CHECK_EVERY``."""
-    breaker = GilBreaker()
+def with_gil_breaks(items: Iterable[T], breaker: GilBreaker | None = None) -> Iterator[T]:
+    """``items``, with a :class:`GilBreaker` looking at the clock every ``CHECK_EVERY``:
+    ``breaker``, when the caller hands the GIL over at other points of the same work."""
+    breaker = breaker or GilBreaker()
     for count, item in enumerate(items, 1):
         yield item
         if count % CHECK_EVERY == 0:

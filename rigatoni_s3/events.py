@@ -7,9 +7,11 @@ tuple before encoding, so raw documents never pay for an intermediate object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import repeat
+from operator import sub
 from typing import Any, NamedTuple
 
 import attrs
@@ -28,6 +30,14 @@ def naive_as_utc(value: datetime) -> datetime:
     if type(value) is datetime:
         return _EPOCH_UTC + (value - _EPOCH)
     return value.replace(tzinfo=UTC)
+
+
+def since_epoch(times: Iterable[datetime]) -> list[timedelta]:
+    """Each aware datetime's exact distance from the Unix epoch, in one C-level loop;
+    raises TypeError for a None or a naive datetime among them. Columnar writers
+    convert times this way: a timedelta is cheaper to turn into microseconds than an
+    aware datetime, whose offset has to be asked for."""
+    return list(map(sub, times, repeat(_EPOCH_UTC)))
 
 
 def _to_utc(value: datetime | None, name: str = "cluster_time") -> datetime | None:

@@ -44,9 +44,9 @@ import hashlib
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import repeat
-from operator import floordiv, sub
+from operator import floordiv
 from typing import Any, cast
 
 import fastavro
@@ -56,7 +56,7 @@ from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
 from rigatoni_s3.errors import ConfigError
-from rigatoni_s3.events import EventFields
+from rigatoni_s3.events import EventFields, since_epoch
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
     JSON_COLUMNS,
@@ -246,13 +246,12 @@ def _column(field: _Field, values: Sequence[Any]) -> Iterable[Any]:
         )
     elif not nulls and branch == "long" and isinstance(values[0], datetime):
         with suppress(TypeError):  # a naive datetime: fastavro converts it itself
-            values = list(map(floordiv, map(sub, values, repeat(_EPOCH)), repeat(_MICROSECOND)))
+            values = list(map(floordiv, since_epoch(values), repeat(_MICROSECOND)))
     if not nulls:
         return zip(repeat(branch), values)
     return [None if value is None else (branch, value) for value in values]
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _SLICE_ROWS = 256
 """Rows whose values are converted together, a field at a time."""
@@ -273,7 +272,8 @@ def _records(fields: list[_Field], rows: Sequence[Sequence[Any]]) -> Iterator[di
             breaker()
         # fastavro writes each record as it comes, holding the GIL: a hand-over now and
         # then lets the event loop's thread run between them.
-        yield from with_gil_breaks(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
+        records = map(dict, map(zip, repeat(names), zip(*values, strict=True)))
+        yield from with_gil_breaks(records, breaker)
 
 
 def _sync_marker(rows: Sequence[EnvelopeRow]) -> bytes:

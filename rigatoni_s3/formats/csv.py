@@ -98,7 +98,7 @@ class CsvSerializer:
         else:
             header = _text_record(ENVELOPE_COLUMNS)
             records = _records(cast(Sequence[EnvelopeRow], rows))
-        return b"\r\n".join([header, *with_gil_breaks(records), b""])
+        return b"\r\n".join([header, *records, b""])
 
 
 def _quoting(row: EnvelopeRow) -> int:
@@ -161,7 +161,7 @@ def _records(rows: Sequence[EnvelopeRow]) -> Iterator[bytes]:
             else:
                 fields.append(_by_value(values, _text_field))
             breaker()
-        yield from map(_COMMA.join, zip(*fields, strict=True))
+        yield from with_gil_breaks(map(_COMMA.join, zip(*fields, strict=True)), breaker)
 
 
 _SLICE_ROWS = 128

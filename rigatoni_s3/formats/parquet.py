@@ -45,9 +45,8 @@ json             BYTE_ARRAY (STRING)                    string (JSON)
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from itertools import chain, repeat
-from operator import sub
+from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
@@ -57,7 +56,7 @@ from rigatoni_s3._gil import GilBreaker
 from rigatoni_s3.columns import Column
 from rigatoni_s3.compression import GZIP_LEVEL, ZSTD_LEVEL
 from rigatoni_s3.config import Compression
-from rigatoni_s3.events import EventFields
+from rigatoni_s3.events import EventFields, since_epoch
 from rigatoni_s3.formats._envelope import (
     ENVELOPE_COLUMNS,
     JSON_COLUMNS,
@@ -134,7 +133,6 @@ _CODECS: dict[Compression, tuple[str, int | None]] = {
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _MICROS = pa.duration("us")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
@@ -154,10 +152,10 @@ def _timestamp_array(values: Sequence[datetime | None], kind: pa.DataType) -> pa
     pyarrow converts a timedelta in a fifth of the time it takes for an aware datetime,
     whose offset it asks for in Python. A column with nulls takes pyarrow's way."""
     try:
-        since_epoch = list(map(sub, values, repeat(_EPOCH)))
+        distances = since_epoch(values)  # type: ignore[arg-type]  # a null raises
     except TypeError:  # a null (or a naive datetime, which pyarrow reads as UTC)
         return pa.array(values, type=kind)
-    return pa.array(since_epoch, type=_MICROS).view(kind)
+    return pa.array(distances, type=_MICROS).view(kind)
 
 
 class ParquetSerializer:
@@ -189,11 +187,11 @@ class ParquetSerializer:
         json_columns = {*JSON_COLUMNS, *(n for n, c in self.columns.items() if c.kind == "json")}
         self._converters = [
             _json_array
-            if name in json_columns
+            if field.name in json_columns
             else _timestamp_array
             if field.type == TIMESTAMP
             else _array
-            for name, field in zip(self.schema.names, self.schema, strict=True)
+            for field in self.schema
         ]
         self.statistics_columns = STATISTICS_COLUMNS + [
             name for name, column in self.columns.items() if column.kind != "json"
