@@ -25,6 +25,7 @@ __all__ = [
     "convert_batch",
     "decimal128_str",
     "envelopes_batch",
+    "group_rows",
     "lines_batch",
 ]
 
@@ -41,6 +42,7 @@ if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
             convert_batch,
             decimal128_str,
             envelopes_batch,
+            group_rows,
             lines_batch,
         )
 
@@ -48,4 +50,4 @@ if os.environ.get("RIGATONI_S3_NO_EXTENSIONS", "") in ("", "0"):
     except ImportError:  # not built: a pure install, or no compiler at build time
         pass
 if not NATIVE:
-    from rigatoni_s3._bsonjson_py import convert_batch, envelopes_batch, lines_batch
+    from rigatoni_s3._bsonjson_py import convert_batch, envelopes_batch, group_rows, lines_batch

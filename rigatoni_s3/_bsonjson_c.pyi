@@ -15,6 +15,9 @@ class PathFinder:
     ) -> list[list[tuple[int, int, int] | None] | None]: ...
 
 def decimal128_str(value: object) -> str: ...
+def group_rows(
+    partitions: Sequence[Any], rows: Sequence[Any], sizes: Sequence[int]
+) -> dict[Any, tuple[list[Any], list[int]]]: ...
 def lines_batch(
     documents: Sequence[Document],
     step: int | None,

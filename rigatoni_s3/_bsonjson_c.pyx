@@ -359,6 +359,35 @@ def decimal128_str(value):
     return PyUnicode_DecodeASCII(out + 1, <Py_ssize_t>n - 2, NULL)  # without the quotes
 
 
+cdef object _NO_PARTITION = object()
+
+
+def group_rows(partitions, rows, sizes):
+    """The compiled twin of ``_bsonjson_py.group_rows``. Consecutive rows of one
+    partition object are added without looking their group up again."""
+    cdef list keys = partitions if type(partitions) is list else list(partitions)
+    cdef list values = rows if type(rows) is list else list(rows)
+    cdef list lengths = sizes if type(sizes) is list else list(sizes)
+    cdef Py_ssize_t i, n = len(keys)
+    cdef list into_rows = None, into_sizes = None
+    if len(values) != n or len(lengths) != n:
+        raise ValueError("partitions, rows and sizes must be as long as each other")
+    groups = {}
+    last = _NO_PARTITION
+    for i in range(n):
+        key = keys[i]
+        if key is not last:
+            group = groups.get(key)
+            if group is None:
+                group = ([], [])
+                groups[key] = group
+            into_rows, into_sizes = group
+            last = key
+        into_rows.append(values[i])
+        into_sizes.append(lengths[i])
+    return groups
+
+
 def convert_batch(documents, lines=False):
     """Each document as a ``RawEnvelope``, or a reason it cannot be one; with ``lines``,
     each envelope also holds its JSON Lines row."""
@@ -668,13 +697,76 @@ cdef object _envelope_row(
 
 
 cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text):
-    """The event's JSON Lines row, with no other object made for it unless one of its
-    documents holds a double (then :func:`_field` splices the doubles in)."""
+    """The event's JSON Lines row, with no other object made for it. Doubles that the
+    batch's orjson call spelled are spliced straight into the row; a document holding
+    any other double goes through :func:`_field` first."""
     cdef int k
+    cdef size_t f
+    cdef bint doubles = False
     for k in range(BJ_NFIELDS):
-        if ev.field_start[k] >= 0 and ev.field_floats[k][0] != ev.field_floats[k][1]:
-            return _line(ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)])
-    return _line(ev, None)
+        if ev.field_start[k] < 0:
+            continue
+        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
+            if ev.floats[f].mode != BJ_FLOAT_ORJSON:
+                return _line(
+                    ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)]
+                )
+            doubles = True
+    if not doubles:
+        return _line(ev, None)
+    return _spliced_line(ev, text, cuts, next_text)
+
+
+cdef object _spliced_line(
+    bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text
+):
+    """:func:`_line` of an event whose doubles are all in the batch's orjson text: the
+    n-th one's text lies between ``cuts[n] + 1`` and ``cuts[n + 1]``, and the walk left
+    an empty place for it at its ``pos``."""
+    cdef Py_ssize_t t = next_text[0]
+    cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
+    cdef int k
+    cdef size_t f, at, length
+    for k in range(BJ_NFIELDS):
+        size += PyBytes_GET_SIZE(_LABELS[k])
+        if ev.field_start[k] < 0:
+            size += PyBytes_GET_SIZE(_NULL)
+            continue
+        size += ev.field_end[k] - ev.field_start[k]
+        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
+            size += cuts[t + 1] - cuts[t] - 1
+            t += 1
+    result = PyBytes_FromStringAndSize(NULL, size)
+    cdef char *o = PyBytes_AS_STRING(result)
+    cdef bytes label
+    t = next_text[0]
+    memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
+    o += ev.head_end - ev.head_start
+    for k in range(BJ_NFIELDS):
+        if k == 5:
+            memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
+            o += ev.mid_end - ev.mid_start
+        label = _LABELS[k]
+        memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
+        o += PyBytes_GET_SIZE(label)
+        if ev.field_start[k] < 0:
+            memcpy(o, PyBytes_AS_STRING(_NULL), PyBytes_GET_SIZE(_NULL))
+            o += PyBytes_GET_SIZE(_NULL)
+            continue
+        at = <size_t>ev.field_start[k]
+        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
+            memcpy(o, ev.out + at, ev.floats[f].pos - at)
+            o += ev.floats[f].pos - at
+            at = ev.floats[f].pos
+            length = cuts[t + 1] - cuts[t] - 1
+            memcpy(o, text + cuts[t] + 1, length)
+            o += length
+            t += 1
+        memcpy(o, ev.out + at, <size_t>ev.field_end[k] - at)
+        o += <size_t>ev.field_end[k] - at
+    o[0] = b'}'
+    next_text[0] = t
+    return result
 
 
 cdef extern from "_bsonpath_find.h" nogil:

@@ -192,6 +192,24 @@ def _rows_batch(
     return batch._replace(last_span=last_span)
 
 
+def group_rows(
+    partitions: Sequence[Any], rows: Sequence[Any], sizes: Sequence[int]
+) -> dict[Any, tuple[list[Any], list[int]]]:
+    """The rows and their sizes by partition, each group in the order given and the
+    partitions in the order first seen."""
+    if not len(partitions) == len(rows) == len(sizes):
+        raise ValueError("partitions, rows and sizes must be as long as each other")
+    groups: dict[Any, tuple[list[Any], list[int]]] = {}
+    for partition, row, size in zip(partitions, rows, sizes, strict=True):
+        group = groups.get(partition)
+        if group is None:
+            groups[partition] = ([row], [size])
+        else:
+            group[0].append(row)
+            group[1].append(size)
+    return groups
+
+
 def may_hold_fragments(documents: Sequence[Document]) -> bool:
     """Whether some document's bytes hold :data:`SPLIT_MARK`; those without bytes are
     rejected anyway."""

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import attrs
 
-from rigatoni_s3._bsonjson import envelopes_batch, lines_batch
+from rigatoni_s3._bsonjson import envelopes_batch, group_rows, lines_batch
 from rigatoni_s3._gil import GilBreaker, with_gil_breaks
 from rigatoni_s3._projection import Projection
 from rigatoni_s3.compression import IDENTITY, Codec
@@ -315,14 +315,7 @@ class _Encoded:
 
 def _prepared(part: _Encoded, rejected: list[EventError]) -> PreparedEvents:
     """A call's rows grouped by partition, with running byte totals."""
-    groups: dict[PartitionKey, tuple[list[Any], list[int]]] = {}
-    for partition, row, size in zip(part.partitions, part.rows, part.sizes, strict=True):
-        group = groups.get(partition)
-        if group is None:
-            groups[partition] = ([row], [size])
-        else:
-            group[0].append(row)
-            group[1].append(size)
+    groups = group_rows(part.partitions, part.rows, part.sizes)
     return PreparedEvents(
         {
             partition: PartitionRows(group_rows, list(accumulate(sized)))

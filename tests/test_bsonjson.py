@@ -1012,3 +1012,44 @@ def test_the_fragment_mark_is_found_anywhere_in_the_bytes(impl: ModuleType, raw:
     for batch in ([raw], [plain, raw], [raw, plain, memoryview(raw)]):
         found = impl.lines_batch(batch, None, 0, new_partition_key).may_hold_fragments
         assert found == (b"splitEvent" in raw)
+
+
+_PARTITIONS = st.sampled_from(
+    [
+        PartitionKey("orders", 0),
+        PartitionKey("orders", 3600),
+        PartitionKey("users", 0),
+        PartitionKey(None, None),
+        PartitionKey(None, 3600),
+    ]
+)
+
+
+@given(st.lists(st.tuples(_PARTITIONS, st.integers(0, 1 << 20)), max_size=60), st.booleans())
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_rows_are_grouped_by_partition_in_order(
+    impl: ModuleType, placed: list[tuple[PartitionKey, int]], copies: bool
+) -> None:
+    """Each partition gets its rows and sizes in the order given, partitions in the
+    order first seen; equal keys that are distinct objects share a group."""
+    partitions = [PartitionKey(*partition) if copies else partition for partition, _ in placed]
+    rows = [f"row {n}".encode() for n in range(len(placed))]
+    sizes = [size for _, size in placed]
+    expected: dict[PartitionKey, tuple[list[bytes], list[int]]] = {}
+    for partition, row, size in zip(partitions, rows, sizes, strict=True):
+        expected.setdefault(partition, ([], []))
+        expected[partition][0].append(row)
+        expected[partition][1].append(size)
+    groups = impl.group_rows(partitions, tuple(rows), sizes)
+    assert groups == expected
+    assert list(groups) == list(expected)
+
+
+def test_grouping_refuses_lists_of_different_lengths(impl: ModuleType) -> None:
+    key = PartitionKey("orders", 0)
+    with pytest.raises(ValueError, match="as long as each other"):
+        impl.group_rows([key, key], [b"a"], [1, 1])
+    with pytest.raises(ValueError, match="as long as each other"):
+        impl.group_rows([key], [b"a"], [])

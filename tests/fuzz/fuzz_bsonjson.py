@@ -1,9 +1,10 @@
 """Differential fuzzing of the compiled BSON-to-JSON core against the pure-Python module.
 
 A finding is an input on which the two disagree (one accepts, one rejects, or the JSON
-differs; or the rows (JSON Lines or envelopes) or their partitions differ, or the typed columns' path
-walk finds other elements, or a Decimal128's text differs from ``str()``), a crash, or a
-sanitizer report. atheris is not a project dependency::
+differs; or the rows (JSON Lines or envelopes), their partitions or their grouping by
+partition differ, or the typed columns' path walk finds other elements, or a
+Decimal128's text differs from ``str()``), a crash, or a sanitizer report. atheris is
+not a project dependency::
 
     .venv/bin/pip install atheris
     .venv/bin/python tests/fuzz/fuzz_bsonjson.py --seed /tmp/bsonjson-corpus
@@ -113,6 +114,10 @@ def test_one_input(data: bytes) -> None:
         position for position, _ in reference_rows.rejected
     ] or ours_rows[:3] + ours_rows[4:] != reference_rows[:3] + reference_rows[4:]:
         raise AssertionError(f"rows differ: {ours_rows!r} vs {reference_rows!r}")
+    # The rows grouped by partition, as the encoder hands them to the buffers.
+    group_args = (ours_rows.partitions, ours_rows.rows, list(range(len(ours_rows.rows))))
+    if compiled_module.group_rows(*group_args) != python_module.group_rows(*group_args):
+        raise AssertionError(f"groups differ for {ours_rows!r}")
     # str() of a Decimal128 made of the input's first 16 bytes.
     if len(event) >= 16:
         value = Decimal128.from_bid(event[:16])
