@@ -168,19 +168,23 @@ cdef tuple _LABELS = (
 cdef bytes _NULL = b"null"
 
 
-cdef object _line(bj_event *ev, list fields):
+cdef object _line(
+    bj_event *ev, list fields, const char *text=NULL, size_t *cuts=NULL,
+    Py_ssize_t *next_text=NULL,
+):
     """The event's JSON Lines row: the head the walk wrote, the documents, the middle
     the walk wrote, then the transaction and the extra fields. The documents are
-    ``fields`` (each one's bytes, or None), or without it the walk's own text."""
+    ``fields`` (each one's bytes, or None), or without it the walk's own text with the
+    doubles of the batch's orjson ``text`` spliced in (see :func:`_field`)."""
     cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
+    cdef Py_ssize_t t = next_text[0] if next_text != NULL else 0
     cdef int k
-    cdef const char *at
     for k in range(BJ_NFIELDS):
-        size += PyBytes_GET_SIZE(_LABELS[k]) + _piece(ev, fields, k, &at)
+        size += PyBytes_GET_SIZE(_LABELS[k]) + _piece(ev, fields, k, cuts, &t, NULL, NULL)
     result = PyBytes_FromStringAndSize(NULL, size)
     cdef char *o = PyBytes_AS_STRING(result)
     cdef bytes label
-    cdef Py_ssize_t length
+    t = next_text[0] if next_text != NULL else 0
     memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
     o += ev.head_end - ev.head_start
     for k in range(BJ_NFIELDS):
@@ -190,27 +194,43 @@ cdef object _line(bj_event *ev, list fields):
         label = _LABELS[k]
         memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
         o += PyBytes_GET_SIZE(label)
-        length = _piece(ev, fields, k, &at)
-        memcpy(o, at, length)
-        o += length
+        o += _piece(ev, fields, k, cuts, &t, text, o)
     o[0] = b'}'
+    if next_text != NULL:
+        next_text[0] = t
     return result
 
 
-cdef Py_ssize_t _piece(bj_event *ev, list fields, int k, const char **at):
-    """Where the k-th document's JSON is (``null`` when absent), and its length; the
-    bytes it points into are held by ``fields``, the walk, or this module."""
-    if fields is not None:
-        part = fields[k]
-        if part is None:
-            part = _NULL
-        at[0] = PyBytes_AS_STRING(part)
-        return PyBytes_GET_SIZE(part)
-    if ev.field_start[k] < 0:
-        at[0] = PyBytes_AS_STRING(_NULL)
-        return PyBytes_GET_SIZE(_NULL)
-    at[0] = <const char *>ev.out + ev.field_start[k]
-    return ev.field_end[k] - ev.field_start[k]
+cdef Py_ssize_t _piece(
+    bj_event *ev, list fields, int k, size_t *cuts, Py_ssize_t *t, const char *text, char *o
+):
+    """The length of the k-th document's JSON (``null`` when absent), written to ``o``
+    unless it is NULL; its doubles' text (the n-th between ``cuts[n] + 1`` and
+    ``cuts[n + 1]`` of ``text``) goes where the walk left a place for each, and ``t``
+    moves past them. The bytes come from ``fields``, the walk, or this module."""
+    cdef const char *at
+    cdef Py_ssize_t length
+    cdef size_t f, done, gap
+    if fields is not None or ev.field_start[k] < 0:
+        part = _NULL if fields is None or fields[k] is None else fields[k]
+        length = PyBytes_GET_SIZE(part)
+        if o != NULL:
+            memcpy(o, PyBytes_AS_STRING(part), length)
+        return length
+    at = <const char *>ev.out + ev.field_start[k]
+    done = <size_t>ev.field_start[k]  # the walk's text up to here is written
+    length = 0
+    for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
+        gap = cuts[t[0] + 1] - cuts[t[0]] - 1
+        if o != NULL:
+            memcpy(o + length, ev.out + done, ev.floats[f].pos - done)
+            memcpy(o + length + ev.floats[f].pos - done, text + cuts[t[0]] + 1, gap)
+        length += ev.floats[f].pos - done + gap
+        done = ev.floats[f].pos
+        t[0] += 1
+    if o != NULL:
+        memcpy(o + length, ev.out + done, <size_t>ev.field_end[k] - done)
+    return length + <size_t>ev.field_end[k] - done
 
 
 cdef object _text(const uint8_t *b, int64_t off, int64_t length):
@@ -702,7 +722,6 @@ cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t 
     any other double goes through :func:`_field` first."""
     cdef int k
     cdef size_t f
-    cdef bint doubles = False
     for k in range(BJ_NFIELDS):
         if ev.field_start[k] < 0:
             continue
@@ -711,62 +730,7 @@ cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t 
                 return _line(
                     ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)]
                 )
-            doubles = True
-    if not doubles:
-        return _line(ev, None)
-    return _spliced_line(ev, text, cuts, next_text)
-
-
-cdef object _spliced_line(
-    bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text
-):
-    """:func:`_line` of an event whose doubles are all in the batch's orjson text: the
-    n-th one's text lies between ``cuts[n] + 1`` and ``cuts[n + 1]``, and the walk left
-    an empty place for it at its ``pos``."""
-    cdef Py_ssize_t t = next_text[0]
-    cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
-    cdef int k
-    cdef size_t f, at, length
-    for k in range(BJ_NFIELDS):
-        size += PyBytes_GET_SIZE(_LABELS[k])
-        if ev.field_start[k] < 0:
-            size += PyBytes_GET_SIZE(_NULL)
-            continue
-        size += ev.field_end[k] - ev.field_start[k]
-        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
-            size += cuts[t + 1] - cuts[t] - 1
-            t += 1
-    result = PyBytes_FromStringAndSize(NULL, size)
-    cdef char *o = PyBytes_AS_STRING(result)
-    cdef bytes label
-    t = next_text[0]
-    memcpy(o, ev.out + ev.head_start, ev.head_end - ev.head_start)
-    o += ev.head_end - ev.head_start
-    for k in range(BJ_NFIELDS):
-        if k == 5:
-            memcpy(o, ev.out + ev.mid_start, ev.mid_end - ev.mid_start)
-            o += ev.mid_end - ev.mid_start
-        label = _LABELS[k]
-        memcpy(o, PyBytes_AS_STRING(label), PyBytes_GET_SIZE(label))
-        o += PyBytes_GET_SIZE(label)
-        if ev.field_start[k] < 0:
-            memcpy(o, PyBytes_AS_STRING(_NULL), PyBytes_GET_SIZE(_NULL))
-            o += PyBytes_GET_SIZE(_NULL)
-            continue
-        at = <size_t>ev.field_start[k]
-        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
-            memcpy(o, ev.out + at, ev.floats[f].pos - at)
-            o += ev.floats[f].pos - at
-            at = ev.floats[f].pos
-            length = cuts[t + 1] - cuts[t] - 1
-            memcpy(o, text + cuts[t] + 1, length)
-            o += length
-            t += 1
-        memcpy(o, ev.out + at, <size_t>ev.field_end[k] - at)
-        o += <size_t>ev.field_end[k] - at
-    o[0] = b'}'
-    next_text[0] = t
-    return result
+    return _line(ev, None, text, cuts, next_text)
 
 
 cdef extern from "_bsonpath_find.h" nogil:
