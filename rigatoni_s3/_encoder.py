@@ -318,8 +318,8 @@ def _prepared(part: _Encoded, rejected: list[EventError]) -> PreparedEvents:
     groups = group_rows(part.partitions, part.rows, part.sizes)
     return PreparedEvents(
         {
-            partition: PartitionRows(group_rows, list(accumulate(sized)))
-            for partition, (group_rows, sized) in groups.items()
+            partition: PartitionRows(rows, list(accumulate(sizes)))
+            for partition, (rows, sizes) in groups.items()
         },
         rejected,
         len(part.rows),
