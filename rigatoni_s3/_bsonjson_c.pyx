@@ -175,7 +175,7 @@ cdef object _line(
     """The event's JSON Lines row: the head the walk wrote, the documents, the middle
     the walk wrote, then the transaction and the extra fields. The documents are
     ``fields`` (each one's bytes, or None), or without it the walk's own text with the
-    doubles of the batch's orjson ``text`` spliced in (see :func:`_field`)."""
+    doubles spliced in (see :func:`_piece`)."""
     cdef Py_ssize_t size = ev.head_end - ev.head_start + ev.mid_end - ev.mid_start + 1
     cdef Py_ssize_t t = next_text[0] if next_text != NULL else 0
     cdef int k
@@ -205,10 +205,11 @@ cdef Py_ssize_t _piece(
     bj_event *ev, list fields, int k, size_t *cuts, Py_ssize_t *t, const char *text, char *o
 ):
     """The length of the k-th document's JSON (``null`` when absent), written to ``o``
-    unless it is NULL; its doubles' text (the n-th between ``cuts[n] + 1`` and
-    ``cuts[n + 1]`` of ``text``) goes where the walk left a place for each, and ``t``
-    moves past them. The bytes come from ``fields``, the walk, or this module."""
-    cdef const char *at
+    unless it is NULL. The bytes come from ``fields``, the walk, or this module. The
+    walk left an empty place for each double: a finite one takes the next text of the
+    batch's orjson ``text`` (the n-th lies between ``cuts[n] + 1`` and ``cuts[n + 1]``,
+    and ``t`` moves past it), any other one the text :func:`_special` gives it."""
+    cdef const char *source
     cdef Py_ssize_t length
     cdef size_t f, done, gap
     if fields is not None or ev.field_start[k] < 0:
@@ -217,17 +218,22 @@ cdef Py_ssize_t _piece(
         if o != NULL:
             memcpy(o, PyBytes_AS_STRING(part), length)
         return length
-    at = <const char *>ev.out + ev.field_start[k]
     done = <size_t>ev.field_start[k]  # the walk's text up to here is written
     length = 0
     for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
-        gap = cuts[t[0] + 1] - cuts[t[0]] - 1
+        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
+            source = text + cuts[t[0]] + 1
+            gap = cuts[t[0] + 1] - cuts[t[0]] - 1
+            t[0] += 1
+        else:  # rare: made again for the writing pass
+            special = _special(&ev.floats[f])
+            source = PyBytes_AS_STRING(special)
+            gap = <size_t>PyBytes_GET_SIZE(special)
         if o != NULL:
             memcpy(o + length, ev.out + done, ev.floats[f].pos - done)
-            memcpy(o + length + ev.floats[f].pos - done, text + cuts[t[0]] + 1, gap)
+            memcpy(o + length + ev.floats[f].pos - done, source, gap)
         length += ev.floats[f].pos - done + gap
         done = ev.floats[f].pos
-        t[0] += 1
     if o != NULL:
         memcpy(o + length, ev.out + done, <size_t>ev.field_end[k] - done)
     return length + <size_t>ev.field_end[k] - done
@@ -319,49 +325,14 @@ cdef object _special(bj_float *f):
 
 
 cdef object _field(bj_event *ev, int k, const char *text, size_t *cuts, Py_ssize_t *next_text):
-    """One JSON field's bytes, with its doubles' text spliced in: the batch's orjson
-    text of the n-th finite double lies between ``cuts[n] + 1`` and ``cuts[n + 1]``."""
-    cdef int64_t start = ev.field_start[k]
-    cdef int64_t end = ev.field_end[k]
-    cdef size_t first = ev.field_floats[k][0]
-    cdef size_t last = ev.field_floats[k][1]
-    cdef size_t f, at, size
-    cdef Py_ssize_t t = next_text[0]
-    cdef char *o
-    cdef bytes piece
-    if start < 0:
+    """One JSON field's bytes, with its doubles' text spliced in (see :func:`_piece`);
+    None when the event has no such field."""
+    if ev.field_start[k] < 0:
         return None
-    if first == last:
-        return PyBytes_FromStringAndSize(<const char *>ev.out + start, end - start)
-    specials = []
-    size = <size_t>(end - start)
-    for f in range(first, last):
-        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
-            size += cuts[t + 1] - cuts[t] - 1
-            t += 1
-        else:
-            piece = _special(&ev.floats[f])
-            specials.append(piece)
-            size += <size_t>PyBytes_GET_SIZE(piece)
-    result = PyBytes_FromStringAndSize(NULL, size)
-    o = PyBytes_AS_STRING(result)
-    at = <size_t>start
+    cdef Py_ssize_t t = next_text[0]
+    result = PyBytes_FromStringAndSize(NULL, _piece(ev, None, k, cuts, &t, NULL, NULL))
     t = next_text[0]
-    cdef Py_ssize_t s = 0
-    for f in range(first, last):
-        memcpy(o, ev.out + at, ev.floats[f].pos - at)
-        o += ev.floats[f].pos - at
-        at = ev.floats[f].pos
-        if ev.floats[f].mode == BJ_FLOAT_ORJSON:
-            memcpy(o, text + cuts[t] + 1, cuts[t + 1] - cuts[t] - 1)
-            o += cuts[t + 1] - cuts[t] - 1
-            t += 1
-        else:
-            piece = specials[s]
-            s += 1
-            memcpy(o, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
-            o += PyBytes_GET_SIZE(piece)
-    memcpy(o, ev.out + at, <size_t>end - at)
+    _piece(ev, None, k, cuts, &t, text, PyBytes_AS_STRING(result))
     next_text[0] = t
     return result
 
@@ -677,7 +648,7 @@ cdef object _rows_batch(documents, step, now_seconds, new_key, row_type, breaker
         ev = &walk.events[i]
         b = walk.held.ptrs[i]
         if lines:
-            row = _line_only(ev, walk.text_ptr, walk.cuts, &walk.next_text)
+            row = _line(ev, None, walk.text_ptr, walk.cuts, &walk.next_text)
             key = keys.key(b, ev, now)
         else:  # its times fit a datetime: the walk rejects those that do not
             key = keys.key(b, ev, now)
@@ -714,23 +685,6 @@ cdef object _envelope_row(
     _put(row, 11, _field(ev, 5, text, cuts, next_text))  # transaction
     _put(row, 12, _field(ev, 6, text, cuts, next_text))  # extra
     return row
-
-
-cdef object _line_only(bj_event *ev, const char *text, size_t *cuts, Py_ssize_t *next_text):
-    """The event's JSON Lines row, with no other object made for it. Doubles that the
-    batch's orjson call spelled are spliced straight into the row; a document holding
-    any other double goes through :func:`_field` first."""
-    cdef int k
-    cdef size_t f
-    for k in range(BJ_NFIELDS):
-        if ev.field_start[k] < 0:
-            continue
-        for f in range(ev.field_floats[k][0], ev.field_floats[k][1]):
-            if ev.floats[f].mode != BJ_FLOAT_ORJSON:
-                return _line(
-                    ev, [_field(ev, k, text, cuts, next_text) for k in range(BJ_NFIELDS)]
-                )
-    return _line(ev, None, text, cuts, next_text)
 
 
 cdef extern from "_bsonpath_find.h" nogil:
